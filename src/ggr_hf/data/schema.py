@@ -1,0 +1,169 @@
+"""The in-memory layout every ggr-hf data set is turned into.
+
+Every loader (MovieLens, PixelRec, MerRec, EB-NeRD, the release's processed parquet) produces a
+`RecDataBundle`:
+
+- `sequences`: a `datasets.Dataset`, one row per user, with the columns
+  - `user_id` (int64): the internal user index, `0 .. num_users - 1` (row of `users`);
+  - `item_ids` (list<int64>): internal item ids, time ordered, `1 .. num_items` (0 is padding);
+  - `timestamps` (list<int64>): seconds since the epoch, non-decreasing, same length;
+  - `event_ids` (list<int64>, optional): interaction type per event, index into
+    `RecDataBundle.event_names`.
+- `items`: a `datasets.Dataset`, one row per item, row `i - 1` describes internal item `i`, with
+  `item_id` (int64, internal), `original_id` (string, the publisher's id) and `title` (string),
+  plus any attribute columns (e.g. `genres`: list<string>, `category`: string).
+- `users` (optional): a `datasets.Dataset`, row `u` describes internal user `u`, with `user_id`
+  (int64), `original_id` (string) and attribute columns (e.g. `age`, `gender`, `occupation`).
+
+Internal ids are dense so that embedding tables and compatibility masks can be indexed directly;
+the original ids are kept so that recommendations print what the publisher calls the item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+PAD_ITEM_ID = 0
+
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "timestamps")
+
+
+class DataFormatError(ValueError):
+    """Raised when an input file does not have the expected layout.
+
+    The message always names the file and, where it applies, the column and the offending value.
+    """
+
+
+@dataclass
+class DropCounter:
+    """Counts rows a loader skipped, by documented reason, so that nothing is dropped silently."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.counts[reason] += int(n)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+    def log(self, source: str) -> None:
+        for reason, n in sorted(self.counts.items()):
+            logger.warning("%s: dropped %d rows (%s)", source, n, reason)
+
+
+@dataclass
+class RecDataBundle:
+    """A data set in ggr-hf's layout (see the module docstring for the columns)."""
+
+    name: str
+    sequences: datasets.Dataset
+    items: datasets.Dataset
+    users: datasets.Dataset | None = None
+    event_names: list[str] | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        """Number of real items; internal ids run from 1 to `num_items`."""
+        return len(self.items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_interactions(self) -> int:
+        return int(sum(len(x) for x in self.sequences["item_ids"]))
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": self.num_interactions,
+            "events": list(self.event_names or []),
+            "dropped": dict(self.dropped),
+        }
+
+    def validate(self) -> None:
+        """Checks the invariants every consumer relies on; raises `DataFormatError` naming the column."""
+        for col in SEQUENCE_COLUMNS:
+            if col not in self.sequences.column_names:
+                raise DataFormatError(f"{self.name}: sequences lack the column '{col}'")
+        for col in ("item_id", "original_id", "title"):
+            if col not in self.items.column_names:
+                raise DataFormatError(f"{self.name}: items table lacks the column '{col}'")
+        n = self.num_items
+        ids = self.items["item_id"]
+        if list(ids) != list(range(1, n + 1)):
+            raise DataFormatError(f"{self.name}: items table column 'item_id' must be 1..{n} in order")
+        has_events = "event_ids" in self.sequences.column_names
+        for row in self.sequences:
+            items, ts = row["item_ids"], row["timestamps"]
+            if len(items) != len(ts):
+                raise DataFormatError(
+                    f"{self.name}: user {row['user_id']} has {len(items)} items but {len(ts)} timestamps"
+                )
+            if items and (min(items) < 1 or max(items) > n):
+                raise DataFormatError(f"{self.name}: user {row['user_id']} has item ids outside 1..{n}")
+            if any(b < a for a, b in zip(ts, ts[1:])):
+                raise DataFormatError(f"{self.name}: user {row['user_id']} timestamps are not sorted")
+            if has_events and len(row["event_ids"]) != len(items):
+                raise DataFormatError(f"{self.name}: user {row['user_id']} column 'event_ids' has the wrong length")
+
+    def save_to_disk(self, directory: str | Path) -> None:
+        """Writes the bundle with `datasets.Dataset.save_to_disk`; a `bundle.json` marks it complete.
+
+        The marker is written last, so an interrupted save never looks like a finished cache.
+        """
+        directory = Path(directory)
+        marker = directory / "bundle.json"
+        if marker.exists():
+            marker.unlink()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.sequences.save_to_disk(str(directory / "sequences"))
+        self.items.save_to_disk(str(directory / "items"))
+        if self.users is not None:
+            self.users.save_to_disk(str(directory / "users"))
+        meta = {
+            "name": self.name,
+            "event_names": self.event_names,
+            "dropped": self.dropped,
+            "has_users": self.users is not None,
+        }
+        tmp = directory / "bundle.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(marker)
+
+    @classmethod
+    def load_from_disk(cls, directory: str | Path) -> RecDataBundle:
+        directory = Path(directory)
+        marker = directory / "bundle.json"
+        if not marker.exists():
+            raise FileNotFoundError(
+                f"{directory} is not a complete ggr-hf data set (no bundle.json); prepare it again"
+            )
+        meta = json.loads(marker.read_text())
+        users = datasets.load_from_disk(str(directory / "users")) if meta.get("has_users") else None
+        return cls(
+            name=meta["name"],
+            sequences=datasets.load_from_disk(str(directory / "sequences")),
+            items=datasets.load_from_disk(str(directory / "items")),
+            users=users,
+            event_names=meta.get("event_names"),
+            dropped=meta.get("dropped", {}),
+        )
+
+    @staticmethod
+    def is_complete(directory: str | Path) -> bool:
+        return (Path(directory) / "bundle.json").exists()
