@@ -1,0 +1,220 @@
+"""`GGRConfig`: everything needed to build a GGR model, without the data set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from ggr_hf.configuration_utils import backbone_fields, reject_unknown_keys
+from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
+from ggr_hf.priors.spec import normalize_prior_specs, priors_resolved
+
+BACKBONE_CONFIGS: dict[str, type[PretrainedConfig]] = {"hstu": HSTUConfig}
+
+COMPOSITIONS = ("multiplicative", "hierarchical", "additive")
+FUSIONS = ("max", "mean")
+NEGATIVE_SAMPLING = ("in_group", "global")
+PRIOR_WEIGHTING = ("frequency", "uniform")
+HEAD_INITS = ("zero", "trunc_normal")
+
+
+def register_backbone_config(name: str, config_class: type[PretrainedConfig]) -> None:
+    """Makes a backbone type available to `GGRConfig(backbone_type=name)`."""
+    BACKBONE_CONFIGS[name] = config_class
+
+
+class GGRConfig(PretrainedConfig):
+    r"""
+    Configuration of [`GGRForRecommendation`]: a generative recommender backbone plus one light adapter
+    head per value of each structured human prior.
+
+    Where the paper's brief and the authors' released code differ, the default is the code's value
+    and the brief's is documented as the alternative.
+
+    Args:
+        backbone_type (`str`, *optional*, defaults to `"hstu"`):
+            Which backbone to build (`"hstu"`; more are registered by their modules).
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            The backbone's own configuration. `num_items` is filled from this config's `num_items`.
+        num_items (`int`, *optional*, defaults to 1):
+            Number of real items (internal ids `1..num_items`, 0 is padding).
+
+        > Priors and heads
+
+        priors (`list[dict]`, *optional*):
+            Prior specifications (see `ggr_hf.priors.spec`). An empty list gives the plain backbone,
+            the baseline. Saved resolved, i.e. with each prior's ordered group names.
+        composition (`str`, *optional*, defaults to `"multiplicative"`):
+            How two or more priors combine: `"multiplicative"` (one head per combination),
+            `"hierarchical"` (coarse to fine, upper levels shared) or `"additive"` (one head per
+            value of each prior). With one prior all three give the same heads.
+        head_init (`str`, *optional*, defaults to `"zero"`):
+            `"zero"`: the adapter weight starts at zero, so each head starts as the backbone output
+            (the brief). `"trunc_normal"`: truncated normal with `head_init_std` (the released code).
+        head_init_std (`float`, *optional*, defaults to 0.02)
+        head_bias (`bool`, *optional*, defaults to `False`):
+            Whether the adapter `W_k h + b_k` has a bias. Without it a zero-initialised head is an
+            exact identity; Medusa keeps a randomly initialised bias, which is not.
+
+        > Loss
+
+        num_negatives (`int`, *optional*, defaults to 128):
+            Sampled negatives per head per step (shared by all positions of the batch).
+        negative_sampling (`str`, *optional*, defaults to `"in_group"`):
+            `"in_group"`: an item-prior head's negatives come from its own items (the paper);
+            `"global"`: uniform over the catalogue for every head (the ablation).
+        prior_weighting (`str`, *optional*, defaults to `"frequency"`):
+            `"frequency"`: head k's loss weighs `|Y_k| / sum_j |Y_j|` (what both the formula and the
+            released code do); `"uniform"`: every head present in the batch weighs the same.
+        offset_discount (`float`, *optional*, defaults to 0.99):
+            `lam` of the multi-step weights `w_p = lam^p / sum_q lam^q` (released scripts: 0.99; the
+            brief reports 0.7 as best).
+        false_negative_threshold (`float`, *optional*, defaults to 0.99):
+            Negatives whose cosine with the positive exceeds this are masked.
+        logit_scale_init (`float`, *optional*, defaults to 20.0):
+            Initial scale of the cosine logits (1 / temperature 0.05).
+        learnable_logit_scale (`bool`, *optional*, defaults to `True`)
+        logit_scale_max (`float`, *optional*, defaults to 100.0):
+            The learned scale is clamped at this value.
+
+        > Inference
+
+        fusion (`str`, *optional*, defaults to `"max"`):
+            `"max"`: an item's score is its best score over its compatible heads (the paper);
+            `"mean"`: their mean (the ablation).
+        exclude_history (`bool`, *optional*, defaults to `True`):
+            Whether items already in the history are removed from recommendations.
+    """
+
+    model_type = "ggr"
+
+    def __init__(
+        self,
+        backbone_type: str = "hstu",
+        backbone_config: dict[str, Any] | PretrainedConfig | None = None,
+        num_items: int = 1,
+        # Priors and heads
+        priors: list[dict[str, Any]] | None = None,
+        composition: str = "multiplicative",
+        head_init: str = "zero",
+        head_init_std: float = 0.02,
+        head_bias: bool = False,
+        # Loss
+        num_negatives: int = 128,
+        negative_sampling: str = "in_group",
+        prior_weighting: str = "frequency",
+        offset_discount: float = 0.99,
+        false_negative_threshold: float = 0.99,
+        logit_scale_init: float = 20.0,
+        learnable_logit_scale: bool = True,
+        logit_scale_max: float = 100.0,
+        # Inference
+        fusion: str = "max",
+        exclude_history: bool = True,
+        **kwargs,
+    ):
+        if backbone_type not in BACKBONE_CONFIGS:
+            raise ValueError(
+                f"GGRConfig.backbone_type must be one of {sorted(BACKBONE_CONFIGS)}, got {backbone_type!r}"
+            )
+        self.backbone_type = backbone_type
+        config_cls = BACKBONE_CONFIGS[backbone_type]
+        if isinstance(backbone_config, PretrainedConfig):
+            backbone_config = backbone_config.to_dict()
+        backbone_config = dict(backbone_config or {})
+        for key in ("model_type", "transformers_version", "architectures"):
+            backbone_config.pop(key, None)
+        backbone_config["num_items"] = num_items
+        # Built here so that a bad backbone field fails now, naming the field.
+        self._backbone = config_cls(**backbone_config)
+        # Every backbone field is saved, not only the ones given, so a later change of a default
+        # never changes a saved model.
+        self.backbone_config = backbone_fields(self._backbone)
+        self.num_items = num_items
+
+        self.priors = normalize_prior_specs(priors)
+        self.composition = composition
+        self.head_init = head_init
+        self.head_init_std = head_init_std
+        self.head_bias = head_bias
+        self.num_negatives = num_negatives
+        self.negative_sampling = negative_sampling
+        self.prior_weighting = prior_weighting
+        self.offset_discount = offset_discount
+        self.false_negative_threshold = false_negative_threshold
+        self.logit_scale_init = logit_scale_init
+        self.learnable_logit_scale = learnable_logit_scale
+        self.logit_scale_max = logit_scale_max
+        self.fusion = fusion
+        self.exclude_history = exclude_history
+        reject_unknown_keys("GGRConfig", kwargs)
+        super().__init__(**kwargs)
+        self.validate_fields()
+
+    def get_backbone_config(self) -> PretrainedConfig:
+        """The backbone's configuration object (an `HSTUConfig` for `backbone_type="hstu"`)."""
+        cfg = BACKBONE_CONFIGS[self.backbone_type](**self.backbone_config)
+        return cfg
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._backbone.hidden_size)
+
+    @property
+    def max_seq_len(self) -> int:
+        return int(self._backbone.max_seq_len)
+
+    @property
+    def horizon(self) -> int:
+        """Number of future items each position is trained to predict (P); 1 without a temporal prior."""
+        horizons = [p["horizon"] for p in self.priors if p["type"] == "temporal"]
+        return max(horizons) if horizons else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("_backbone", None)
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        out = super().to_diff_dict()
+        out.pop("_backbone", None)
+        return out
+
+    def validate_fields(self) -> None:
+        """Raises `ValueError` naming the first invalid field."""
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise ValueError(f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.num_items, int) or isinstance(self.num_items, bool) or self.num_items < 1:
+            raise ValueError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
+        choice("composition", COMPOSITIONS)
+        choice("head_init", HEAD_INITS)
+        choice("negative_sampling", NEGATIVE_SAMPLING)
+        choice("prior_weighting", PRIOR_WEIGHTING)
+        choice("fusion", FUSIONS)
+        if not isinstance(self.num_negatives, int) or self.num_negatives < 1:
+            raise ValueError(f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}")
+        if not 0.0 < float(self.offset_discount) <= 1.0:
+            raise ValueError(f"GGRConfig.offset_discount must be in (0, 1], got {self.offset_discount!r}")
+        if not -1.0 <= float(self.false_negative_threshold) <= 1.0:
+            raise ValueError(
+                f"GGRConfig.false_negative_threshold must be a cosine in [-1, 1], got {self.false_negative_threshold!r}"
+            )
+        if float(self.logit_scale_init) <= 0 or float(self.logit_scale_max) < float(self.logit_scale_init):
+            raise ValueError(
+                "GGRConfig.logit_scale_init must be > 0 and <= logit_scale_max, got "
+                f"{self.logit_scale_init!r} and {self.logit_scale_max!r}"
+            )
+        if float(self.head_init_std) <= 0:
+            raise ValueError(f"GGRConfig.head_init_std must be > 0, got {self.head_init_std!r}")
+        if len([p for p in self.priors if p["type"] == "temporal"]) > 1:
+            raise ValueError("GGRConfig.priors: at most one temporal prior is supported")
+        if len([p for p in self.priors if p["type"] == "event"]) > 1:
+            raise ValueError("GGRConfig.priors: at most one event prior is supported")
+
+    @property
+    def priors_resolved(self) -> bool:
+        return priors_resolved(self.priors)

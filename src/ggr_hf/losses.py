@@ -1,0 +1,194 @@
+"""GGR's training objective: per-head, per-offset InfoNCE with in-group negatives and weights.
+
+    L = sum_p w_p sum_k w_k L_{k,p},    w_p = lam^p / sum_q lam^q,    w_k = |Y_k| / sum_j |Y_j|
+
+`L_{k,p}` is the mean InfoNCE of head k over the targets at offset p that are compatible with it.
+With the frequency weights the double sum is the mean over all (target, compatible head) pairs at
+offset p, which is how it is computed; "uniform" weights give every head present the same weight.
+
+Only the (position, offset, head) triples whose target is compatible with the head are scored: no
+`batch x heads x items` tensor is built. `infonce_loss_reference` is the plain loop version the
+tests compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def offset_weights(horizon: int, discount: float) -> torch.Tensor:
+    """`w_p = lam^p / sum_q lam^q` for p = 1..horizon (`FloatTensor [horizon]`)."""
+    p = torch.arange(1, horizon + 1, dtype=torch.float64)
+    w = torch.tensor(discount, dtype=torch.float64) ** p
+    return (w / w.sum()).float()
+
+
+def sample_negatives(
+    head_item_mask: torch.Tensor | None,
+    num_items: int,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Uniform negatives, from each head's own items (in-group) or from the whole catalogue.
+
+    Args:
+        head_item_mask (`torch.BoolTensor` of shape `(num_items + 1, num_heads)`, *optional*):
+            Items each head may score. `None` gives one shared row of catalogue-wide negatives.
+        num_items (`int`): catalogue size (ids `1..num_items`).
+        num_negatives (`int`): negatives per row.
+
+    Returns:
+        `torch.LongTensor` of shape `(num_heads, num_negatives)`, or `(1, num_negatives)` without a
+        mask. A head with no items gets catalogue-wide negatives (it has no positives either).
+    """
+    device = head_item_mask.device if head_item_mask is not None else torch.device("cpu")
+    if head_item_mask is None:
+        return torch.randint(1, num_items + 1, (1, num_negatives), generator=generator, device=device)
+    mask = head_item_mask.clone()
+    mask[0] = False
+    counts = mask.sum(0)  # [H]
+    # Items of head k sorted into one flat list per head: position j of head k's list is found by
+    # ranking within the column, i.e. the (j+1)-th True of the column.
+    order = torch.argsort(mask.T.to(torch.int8), dim=1, descending=True, stable=True)  # [H, I+1]
+    u = torch.rand((mask.shape[1], num_negatives), generator=generator, device=device)
+    pick = (u * counts.clamp(min=1).unsqueeze(1)).long()  # [H, N]
+    negs = torch.gather(order, 1, pick)
+    fallback = torch.randint(1, num_items + 1, negs.shape, generator=generator, device=device)
+    return torch.where((counts > 0).unsqueeze(1), negs, fallback)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    num_pairs: int
+    pairs_per_head: torch.Tensor
+
+
+def infonce_loss(
+    queries: torch.Tensor,
+    target_ids: torch.Tensor,
+    compatible: torch.Tensor,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    negatives: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    weights_per_offset: torch.Tensor,
+    prior_weighting: str = "frequency",
+    false_negative_threshold: float = 0.99,
+) -> LossOutput:
+    """Per-head InfoNCE over the compatible (position, offset, head) triples.
+
+    Args:
+        queries (`torch.FloatTensor` of shape `(batch_size, seq_len, num_heads, hidden_size)`):
+            L2-normalised head queries.
+        target_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`): the item at offset
+            p+1 after each position, 0 where there is none.
+        compatible (`torch.BoolTensor` of shape `(batch_size, seq_len, horizon, num_heads)`): True
+            where the target exists and head k may learn it (its item group, segment, event, user).
+        embed: maps item ids `(*)` to L2-normalised embeddings `(*, hidden_size)`.
+        negatives (`torch.LongTensor` of shape `(num_heads, num_negatives)` or `(1, num_negatives)`):
+            sampled negatives per head, or one row shared by all heads.
+        logit_scale: multiplies the cosines.
+        weights_per_offset (`torch.FloatTensor` of shape `(horizon,)`): `w_p`.
+        prior_weighting: `"frequency"` or `"uniform"` (see the module docstring).
+        false_negative_threshold: negatives with cosine to the positive above this are masked, as are
+            negatives equal to the positive.
+
+    Returns:
+        `LossOutput` with the scalar loss (0 with a graph when no triple is compatible).
+    """
+    num_heads = queries.shape[2]
+    b, t, p, k = compatible.nonzero(as_tuple=True)  # M triples
+    if b.numel() == 0:
+        return LossOutput(queries.sum() * 0.0, 0, torch.zeros(num_heads, dtype=torch.long))
+    q = queries[b, t, k]  # [M, d]
+    pos_ids = target_ids[b, t, p]  # [M]
+    pos_e = embed(pos_ids)  # [M, d]
+    pos_logit = (q * pos_e).sum(-1)  # [M]
+    neg_e = embed(negatives)  # [G, N, d]
+    shared = negatives.shape[0] == 1
+    row = torch.zeros_like(k) if shared else k
+
+    losses, index = [], []
+    for g in torch.unique(row).tolist():
+        sel = (row == g).nonzero(as_tuple=True)[0]
+        logits = q[sel] @ neg_e[g].T  # [Mg, N]
+        with torch.no_grad():
+            same = pos_ids[sel].unsqueeze(1) == negatives[g].unsqueeze(0)
+            near = (pos_e[sel] @ neg_e[g].T) > false_negative_threshold
+        logits = logits.masked_fill(same | near, float("-inf"))
+        all_logits = torch.cat([pos_logit[sel].unsqueeze(1), logits], dim=1) * logit_scale
+        losses.append(torch.logsumexp(all_logits, dim=1) - all_logits[:, 0])
+        index.append(sel)
+    loss_m = torch.cat(losses)
+    idx = torch.cat(index)
+    p_m, k_m = p[idx], k[idx]
+
+    horizon = target_ids.shape[2]
+    w_p = weights_per_offset.to(loss_m.device, loss_m.dtype)
+    count_p = torch.bincount(p_m, minlength=horizon).to(loss_m.dtype)  # [P]
+    if prior_weighting == "frequency":
+        w_m = w_p[p_m] / count_p[p_m]
+    elif prior_weighting == "uniform":
+        pk = p_m * num_heads + k_m
+        count_pk = torch.bincount(pk, minlength=horizon * num_heads).to(loss_m.dtype)
+        heads_present = (count_pk.view(horizon, num_heads) > 0).sum(1).to(loss_m.dtype)  # [P]
+        w_m = w_p[p_m] / (heads_present[p_m] * count_pk[pk])
+    else:
+        raise ValueError(f"prior_weighting must be 'frequency' or 'uniform', got {prior_weighting!r}")
+    present = count_p > 0
+    loss = (w_m * loss_m).sum() / w_p[present].sum()
+    per_head = torch.bincount(k, minlength=num_heads)
+    return LossOutput(loss, int(b.numel()), per_head)
+
+
+def infonce_loss_reference(
+    queries: torch.Tensor,
+    target_ids: torch.Tensor,
+    compatible: torch.Tensor,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    negatives: torch.Tensor,
+    logit_scale: float,
+    weights_per_offset: torch.Tensor,
+    prior_weighting: str = "frequency",
+    false_negative_threshold: float = 0.99,
+) -> torch.Tensor:
+    """The formula `sum_p w_p sum_k w_k L_{k,p}` written as plain loops, for the tests."""
+    bsz, seq_len, horizon, num_heads = compatible.shape
+    per = {}
+    for pp in range(horizon):
+        for kk in range(num_heads):
+            terms = []
+            for bb in range(bsz):
+                for tt in range(seq_len):
+                    if not compatible[bb, tt, pp, kk]:
+                        continue
+                    y = target_ids[bb, tt, pp]
+                    q = queries[bb, tt, kk]
+                    e_pos = embed(y.view(1))[0]
+                    negs = negatives[0 if negatives.shape[0] == 1 else kk]
+                    logits = [float(q @ e_pos) * logit_scale]
+                    for n in negs:
+                        e_n = embed(n.view(1))[0]
+                        if int(n) == int(y) or float(e_pos @ e_n) > false_negative_threshold:
+                            continue
+                        logits.append(float(q @ e_n) * logit_scale)
+                    lg = torch.tensor(logits, dtype=torch.float64)
+                    terms.append(float(torch.logsumexp(lg, 0) - lg[0]))
+            if terms:
+                per[(pp, kk)] = (sum(terms) / len(terms), len(terms))
+    total, norm = 0.0, 0.0
+    for pp in range(horizon):
+        entries = {kk: v for (p2, kk), v in per.items() if p2 == pp}
+        if not entries:
+            continue
+        if prior_weighting == "frequency":
+            n_all = sum(n for _, n in entries.values())
+            inner = sum(mean * n / n_all for mean, n in entries.values())
+        else:
+            inner = sum(mean for mean, _ in entries.values()) / len(entries)
+        total += float(weights_per_offset[pp]) * inner
+        norm += float(weights_per_offset[pp])
+    return torch.tensor(total / norm)

@@ -1,0 +1,465 @@
+"""`GGRForRecommendation`: a generative recommender backbone plus prior-conditioned heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
+from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
+from ggr_hf.heads.layout import HeadLayout, build_head_layout
+from ggr_hf.losses import infonce_loss, offset_weights, sample_negatives
+from ggr_hf.models.hstu.modeling_hstu import HSTUModel
+
+BACKBONE_MODELS: dict[str, type[PreTrainedModel]] = {"hstu": HSTUModel}
+
+
+def register_backbone_model(name: str, model_class: type[PreTrainedModel]) -> None:
+    """Makes a backbone model class available to `GGRForRecommendation` (one line per backbone)."""
+    BACKBONE_MODELS[name] = model_class
+
+
+@dataclass
+class GGROutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): the weighted multi-head InfoNCE loss,
+            returned when `target_ids` are given.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
+            backbone states `h_t`.
+        head_states (`torch.FloatTensor` of shape `(batch_size, seq_len, num_heads, hidden_size)`):
+            L2-normalised head queries `q_k`.
+        num_pairs (`int`): number of (position, offset, head) triples the loss was computed on.
+    """
+
+    loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    head_states: torch.FloatTensor | None = None
+    num_pairs: int | None = None
+
+
+@dataclass
+class Recommendation:
+    """Top-k recommendations for a batch of users.
+
+    Attributes:
+        item_ids (`torch.LongTensor` of shape `(batch_size, k)`): internal item ids, best first.
+        scores (`torch.FloatTensor` of shape `(batch_size, k)`): fused scores.
+        head_index (`torch.LongTensor` of shape `(batch_size, k)`): the head that explains each item.
+        head_names (`list[list[str]]`): readable names of those heads, e.g. `"Comedy"`.
+    """
+
+    item_ids: torch.Tensor
+    scores: torch.Tensor
+    head_index: torch.Tensor
+    head_names: list[list[str]]
+
+
+class GGRItemGroups(nn.Module):
+    """Item-to-group membership of each item-restricting prior (persistent buffers, saved with the model)."""
+
+    def __init__(self, num_items: int, group_sizes: list[int]):
+        super().__init__()
+        self.num_priors = len(group_sizes)
+        for j, size in enumerate(group_sizes):
+            self.register_buffer(f"prior_{j}", torch.zeros(num_items + 1, size, dtype=torch.bool))
+
+    def membership(self, j: int) -> torch.Tensor:
+        """`torch.BoolTensor [num_items + 1, num_groups_j]`."""
+        return getattr(self, f"prior_{j}")
+
+
+class GGRPreTrainedModel(PreTrainedModel):
+    config_class = GGRConfig
+    base_model_prefix = "ggr"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, GGRZeroLinear):
+            if self.config.head_init == "zero":
+                init.zeros_(module.weight)
+            else:
+                init.trunc_normal_(module.weight, mean=0.0, std=self.config.head_init_std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, GGRGroupEmbedding):
+            init.zeros_(module.weight)
+        elif isinstance(module, GGRForRecommendation):
+            init.constant_(module.logit_scale, float(self.config.logit_scale_init))
+        elif isinstance(module, GGRItemGroups):
+            return  # data, not weights: set by `set_item_groups` or loaded from the checkpoint
+        else:
+            super()._init_weights(module)
+
+
+class GGRForRecommendation(GGRPreTrainedModel):
+    """A backbone (HSTU, ...) with one adapter head per prior value, trained with compatibility masks,
+    in-group negatives and weighted multi-step losses, fused by max score at inference.
+
+    With no priors it is the plain backbone trained with catalogue-wide negatives: the baseline.
+    """
+
+    def __init__(self, config: GGRConfig):
+        super().__init__(config)
+        self.layout: HeadLayout = build_head_layout(config.priors, config.composition)
+        backbone_cls = BACKBONE_MODELS[config.backbone_type]
+        self.backbone = backbone_cls(config.get_backbone_config())
+        self.heads = GGRHeads(self.layout, config.hidden_size, bias=config.head_bias)
+        group_sizes = [len(config.priors[i]["values"]) for i in self.layout.item_prior_indices]
+        self.item_groups = GGRItemGroups(config.num_items, group_sizes)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(float(config.logit_scale_init)), requires_grad=bool(config.learnable_logit_scale)
+        )
+        self.register_buffer("_head_item_group", self.layout.item_group.clone(), persistent=False)
+        self.register_buffer("_head_segment", self.layout.segment.clone(), persistent=False)
+        self.register_buffer("_head_event", self.layout.event.clone(), persistent=False)
+        self.register_buffer("_head_user_group", self.layout.user_group.clone(), persistent=False)
+        self.post_init()
+
+    # ------------------------------------------------------------------ priors and compatibility
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.layout.names)
+
+    @property
+    def num_heads(self) -> int:
+        return self.layout.num_heads
+
+    def set_item_groups(self, prior_name: str, membership: torch.Tensor) -> None:
+        """Stores which items belong to each group of an item-restricting prior.
+
+        Args:
+            prior_name (`str`): the prior's `name` in the config.
+            membership (`torch.BoolTensor` of shape `(num_items + 1, num_groups)`): row 0 is padding.
+        """
+        names = [self.config.priors[i]["name"] for i in self.layout.item_prior_indices]
+        if prior_name not in names:
+            raise ValueError(f"no item-restricting prior named {prior_name!r}; the model has {names}")
+        j = names.index(prior_name)
+        buf = self.item_groups.membership(j)
+        if tuple(membership.shape) != tuple(buf.shape):
+            raise ValueError(
+                f"membership for prior {prior_name!r} has shape {tuple(membership.shape)}, expected {tuple(buf.shape)}"
+            )
+        empty = (~membership[1:].any(0)).nonzero(as_tuple=True)[0].tolist()
+        if empty:
+            values = self.config.priors[self.layout.item_prior_indices[j]]["values"]
+            raise ValueError(f"prior {prior_name!r}: groups with no items: {[values[e] for e in empty]}")
+        buf.copy_(membership.to(buf.device, torch.bool))
+
+    def head_item_mask(self) -> torch.Tensor:
+        """`torch.BoolTensor [num_items + 1, num_heads]`: the items each head may score (Omega_k)."""
+        num_rows = self.config.num_items + 1
+        mask = torch.ones(num_rows, self.num_heads, dtype=torch.bool, device=self.logit_scale.device)
+        for j in range(self.item_groups.num_priors):
+            groups = self._head_item_group[:, j]  # [H]
+            member = self.item_groups.membership(j)[:, groups.clamp(min=0)]  # [I+1, H]
+            mask &= member | (groups < 0).unsqueeze(0)
+        mask[0] = False
+        return mask
+
+    def head_items(self) -> list[torch.Tensor | None]:
+        """Per head, the item ids it may score (`None`: every item)."""
+        if self.item_groups.num_priors == 0:
+            return [None] * self.num_heads
+        mask = self.head_item_mask()
+        return [mask[:, k].nonzero(as_tuple=True)[0] for k in range(self.num_heads)]
+
+    def head_active(
+        self, user_groups: torch.Tensor | None = None, target_event: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Heads allowed for each user: those of the user's groups and, in the oracle setting, the
+        true target event type.
+
+        Args:
+            user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*)
+            target_event (`torch.LongTensor` of shape `(batch_size,)`, *optional*): oracle only.
+
+        Returns:
+            `torch.BoolTensor [batch_size, num_heads]` or `None` when every head is allowed.
+        """
+        active = None
+        if self.layout.user_prior_indices:
+            if user_groups is None:
+                raise ValueError("this model has a user prior: pass user_groups (batch_size, num_user_priors)")
+            heads = self._head_user_group  # [H, U]
+            ok = (heads.unsqueeze(0) < 0) | (heads.unsqueeze(0) == user_groups.unsqueeze(1))  # [B, H, U]
+            active = ok.all(-1)
+        if target_event is not None:
+            ev = self._head_event.unsqueeze(0)
+            ok = (ev < 0) | (ev == target_event.unsqueeze(1))
+            active = ok if active is None else active & ok
+        return active
+
+    def compatibility(
+        self,
+        target_ids: torch.Tensor,
+        valid: torch.Tensor,
+        target_event_ids: torch.Tensor | None = None,
+        user_groups: torch.Tensor | None = None,
+        head_item_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Which (position, offset, head) triples train: the target exists and matches the head's prior.
+
+        Args:
+            target_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`)
+            valid (`torch.BoolTensor` of shape `(batch_size, seq_len, horizon)`)
+            target_event_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`, *optional*)
+            user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*)
+
+        Returns:
+            `torch.BoolTensor` of shape `(batch_size, seq_len, horizon, num_heads)`.
+        """
+        horizon = target_ids.shape[-1]
+        if head_item_mask is None:
+            head_item_mask = self.head_item_mask()
+        compat = head_item_mask[target_ids] & valid.unsqueeze(-1)  # [B, T, P, H]
+        seg_of_p = self.layout.segment_of_offset(horizon).to(target_ids.device)  # [P]
+        seg = self._head_segment
+        compat &= ((seg.unsqueeze(0) < 0) | (seg.unsqueeze(0) == seg_of_p.unsqueeze(1)))[None, None]
+        if self.layout.event_index is not None:
+            if target_event_ids is None:
+                raise ValueError("this model has an event prior: pass target_event_ids")
+            ev = self._head_event
+            compat &= (ev < 0) | (ev == target_event_ids.unsqueeze(-1))
+        active = self.head_active(user_groups) if self.layout.user_prior_indices else None
+        if active is not None:
+            compat &= active[:, None, None, :]
+        return compat
+
+    # ------------------------------------------------------------------ forward and loss
+
+    def current_logit_scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=float(self.config.logit_scale_max))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        timestamps: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        query_timestamps: torch.LongTensor | None = None,
+        target_ids: torch.LongTensor | None = None,
+        target_event_ids: torch.LongTensor | None = None,
+        user_groups: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GGROutput | tuple:
+        """
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
+                internal item ids, right-padded with 0, oldest first.
+            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*): seconds.
+            attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*).
+            query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                request time of each position's prediction (see `HSTUModel.forward`).
+            target_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`, *optional*):
+                the next `horizon` items after each position (0: none). Given, the loss is computed.
+            target_event_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`, *optional*):
+                event type of each target, for an event prior.
+            user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*):
+                each user's group in each user prior.
+        """
+        if attention_mask is None:
+            attention_mask = input_ids != 0
+        hidden = self.backbone(
+            input_ids=input_ids,
+            timestamps=timestamps,
+            attention_mask=attention_mask,
+            query_timestamps=query_timestamps,
+        ).last_hidden_state  # [B, T, d]
+        queries = F.normalize(self.heads(hidden), dim=-1)  # [B, T, H, d]
+
+        loss, num_pairs = None, None
+        if target_ids is not None:
+            if target_ids.dim() == 2:
+                target_ids = target_ids.unsqueeze(-1)
+            if target_event_ids is not None and target_event_ids.dim() == 2:
+                target_event_ids = target_event_ids.unsqueeze(-1)
+            valid = (target_ids > 0) & attention_mask.bool().unsqueeze(-1)
+            mask = self.head_item_mask()
+            compat = self.compatibility(target_ids, valid, target_event_ids, user_groups, head_item_mask=mask)
+            # Heads that do not restrict items (temporal, event, user, the backbone) draw from the
+            # whole catalogue, so in-group sampling only matters with an item-restricting prior.
+            in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
+            negatives = sample_negatives(
+                mask if in_group else None, self.config.num_items, self.config.num_negatives
+            ).to(input_ids.device)
+            out = infonce_loss(
+                queries,
+                target_ids,
+                compat,
+                self.backbone.embed_items,
+                negatives,
+                self.current_logit_scale(),
+                offset_weights(target_ids.shape[-1], self.config.offset_discount),
+                prior_weighting=self.config.prior_weighting,
+                false_negative_threshold=self.config.false_negative_threshold,
+            )
+            loss, num_pairs = out.loss, out.num_pairs
+
+        if return_dict is False:
+            return tuple(v for v in (loss, hidden, queries) if v is not None)
+        return GGROutput(loss=loss, last_hidden_state=hidden, head_states=queries, num_pairs=num_pairs)
+
+    # ------------------------------------------------------------------ inference
+
+    def _last_states(
+        self,
+        input_ids: torch.Tensor,
+        timestamps: torch.Tensor | None,
+        query_timestamps: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Backbone state at each user's last real position: `(batch_size, hidden_size)`."""
+        attention_mask = input_ids != 0
+        lengths = attention_mask.sum(1)
+        if (lengths == 0).any():
+            raise ValueError("every history needs at least one item (a row of input_ids is all padding)")
+        q_ts = None
+        if query_timestamps is not None and timestamps is not None:
+            # The request time applies to the last real position; earlier positions use the next event.
+            from ggr_hf.models.hstu.modeling_hstu import default_query_timestamps
+
+            q_ts = default_query_timestamps(timestamps, attention_mask).clone()
+            q_ts[torch.arange(len(lengths)), lengths - 1] = query_timestamps.to(q_ts.dtype)
+        hidden = self.backbone(
+            input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
+        ).last_hidden_state
+        return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
+
+    @torch.no_grad()
+    def score_items(
+        self,
+        input_ids: torch.LongTensor,
+        timestamps: torch.LongTensor | None = None,
+        query_timestamps: torch.LongTensor | None = None,
+        user_groups: torch.LongTensor | None = None,
+        target_event: torch.LongTensor | None = None,
+        exclude: torch.LongTensor | None = None,
+        fusion: str | None = None,
+        dense: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores the whole catalogue for each history.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`): histories, right-padded.
+            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*)
+            query_timestamps (`torch.LongTensor` of shape `(batch_size,)`, *optional*): request time.
+            user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*)
+            target_event (`torch.LongTensor` of shape `(batch_size,)`, *optional*): the ORACLE
+                setting: only the true target event's heads. Leave it out for honest evaluation.
+            exclude (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): item ids to remove
+                (0 ignored), e.g. the full history.
+            fusion (`str`, *optional*): `"max"` or `"mean"`; defaults to `config.fusion`.
+            dense (`bool`): use the dense reference implementation.
+
+        Returns:
+            scores (`torch.FloatTensor` of shape `(batch_size, num_items + 1)`), head_index
+            (`torch.LongTensor` of the same shape).
+        """
+        fusion = fusion or self.config.fusion
+        h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
+        q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
+        items = self.backbone.all_item_embeddings()  # [I+1, d]
+        active = self.head_active(user_groups, target_event)
+        if dense:
+            scores, head_index = fuse_scores_dense(q, items, self.head_item_mask(), active, fusion)
+        else:
+            scores, head_index = fuse_scores(q, items, self.head_items(), active, fusion)
+        if exclude is not None:
+            scores = scores.scatter(1, exclude, float("-inf"))
+            scores[:, 0] = float("-inf")
+        return scores, head_index
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        history: list[int] | list[list[int]] | torch.Tensor,
+        k: int = 10,
+        timestamps: list[int] | list[list[int]] | torch.Tensor | None = None,
+        user_groups: list[int] | list[list[int]] | torch.Tensor | None = None,
+        exclude_history: bool | None = None,
+        fusion: str | None = None,
+    ) -> Recommendation:
+        """Top-k items for one or more histories, each explained by the head that scored it.
+
+        Args:
+            history: internal item ids, oldest first (one list, a list of lists, or a padded
+                `(batch_size, seq_len)` tensor). Only the last `max_seq_len` items are read; all of
+                them are excluded when `exclude_history`.
+            k (`int`): number of recommendations.
+            timestamps: matching event times in seconds, optional.
+            user_groups: per user, the group index in each user prior (models with user priors).
+            exclude_history (`bool`, *optional*): defaults to `config.exclude_history`.
+            fusion (`str`, *optional*): defaults to `config.fusion`.
+        """
+        device = self.logit_scale.device
+        ids, ts = _pad_histories(history, timestamps)
+        full = ids.to(device)
+        ids, ts = _last_window(ids, ts, self.config.max_seq_len)
+        ids, ts = ids.to(device), (ts.to(device) if ts is not None else None)
+        if user_groups is not None:
+            user_groups = torch.as_tensor(user_groups, dtype=torch.long, device=device)
+            if user_groups.dim() == 1:
+                user_groups = user_groups.view(len(ids), -1)
+        exclude_history = self.config.exclude_history if exclude_history is None else exclude_history
+        scores, head_index = self.score_items(
+            ids,
+            ts,
+            user_groups=user_groups,
+            exclude=full if exclude_history else None,
+            fusion=fusion,
+        )
+        top_scores, top_items = scores.topk(min(k, self.config.num_items), dim=1)
+        top_heads = head_index.gather(1, top_items)
+        names = [[self.layout.names[h] if h >= 0 else "" for h in row] for row in top_heads.tolist()]
+        return Recommendation(top_items, top_scores, top_heads, names)
+
+
+def _pad_histories(history, timestamps) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Turns a list, list of lists or tensor of histories into right-padded `(batch, len)` tensors."""
+    if isinstance(history, torch.Tensor):
+        ids = history.long()
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        ts = None if timestamps is None else torch.as_tensor(timestamps, dtype=torch.long).view_as(ids)
+        return ids, ts
+    if history and not isinstance(history[0], (list, tuple)):
+        history = [history]
+        timestamps = [timestamps] if timestamps is not None else None
+    if not history or any(len(h) == 0 for h in history):
+        raise ValueError("history must hold at least one item per user")
+    width = max(len(h) for h in history)
+    ids = torch.zeros(len(history), width, dtype=torch.long)
+    ts = torch.zeros(len(history), width, dtype=torch.long) if timestamps is not None else None
+    for i, h in enumerate(history):
+        ids[i, : len(h)] = torch.as_tensor(list(h), dtype=torch.long)
+        if ts is not None:
+            if len(timestamps[i]) != len(h):
+                raise ValueError(f"user {i}: {len(h)} items but {len(timestamps[i])} timestamps")
+            ts[i, : len(h)] = torch.as_tensor(list(timestamps[i]), dtype=torch.long)
+    return ids, ts
+
+
+def _last_window(
+    ids: torch.Tensor, ts: torch.Tensor | None, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keeps each row's last `max_len` real items, still right-padded."""
+    lengths = (ids != 0).sum(1)
+    if int(lengths.max()) <= max_len and ids.shape[1] <= max_len:
+        return ids, ts
+    width = min(max_len, int(lengths.max()))
+    start = (lengths - width).clamp(min=0)
+    cols = start.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # [B, W]
+    keep = torch.arange(width).unsqueeze(0) < lengths.clamp(max=width).unsqueeze(1)
+    cols = cols.clamp(max=ids.shape[1] - 1)
+    out_ids = torch.where(keep, ids.gather(1, cols), torch.zeros_like(cols))
+    out_ts = None if ts is None else torch.where(keep, ts.gather(1, cols), torch.zeros_like(cols))
+    return out_ids, out_ts

@@ -1,0 +1,258 @@
+"""HSTU: Hierarchical Sequential Transduction Units (Zhai et al., 2024), on padded tensors.
+
+A plain PyTorch version of the research path of meta-recsys/generative-recommenders
+(`research/modeling/sequential/hstu.py`): it works on right-padded `[B, T]` batches with masks
+instead of jagged tensors, so it runs on CPU and under any accelerate backend.
+
+Per block (PAPER.md):
+
+    [U, V, Q, K] = SiLU(LN(x) W_uvqk)                 LN without affine, one fused projection, no bias
+    A            = SiLU(Q K^T + rab) / n  (causal)     pointwise, no softmax, n = `config.max_seq_len`
+    x           <- x + W_o Dropout(U * LN(A V)) + b_o
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
+
+
+@dataclass
+class HSTUModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
+            L2-normalised user states `h_t`; position `t` summarises items `0..t` and predicts the next
+            item. Padded positions hold zeros.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+class HSTURelativeBias(nn.Module):
+    """Relative attention bias `rab`: a learned scalar per position offset plus one per time bucket.
+
+    The time term buckets `|ts_query(i) - ts_j|`, where the query time of position `i` is the time of
+    the event it predicts (the request time; the reference code uses the next event's timestamp).
+    """
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__()
+        self.max_seq_len = config.max_seq_len
+        self.num_time_buckets = config.num_time_buckets
+        self.time_bucket_divisor = config.time_bucket_divisor
+        # offset i - j in [0, max_seq_len): only the causal half is ever used.
+        self.position_weight = nn.Parameter(torch.empty(config.max_seq_len))
+        self.time_weight = nn.Parameter(torch.empty(config.num_time_buckets + 1))
+
+    def bucketize(self, time_delta: torch.Tensor) -> torch.Tensor:
+        """Maps seconds to log-spaced buckets: `floor(ln(max(|dt|, 1)) / divisor)`, clamped."""
+        dt = time_delta.abs().clamp(min=1).to(torch.float32)
+        buckets = torch.floor(torch.log(dt) / self.time_bucket_divisor).long()
+        return buckets.clamp(0, self.num_time_buckets)
+
+    def forward(self, timestamps: torch.Tensor, query_timestamps: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`): event times in seconds.
+            query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`): request time of
+                each position's prediction.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, seq_len, seq_len)`: bias for query `i`, key `j`.
+        """
+        seq_len = timestamps.shape[1]
+        idx = torch.arange(seq_len, device=timestamps.device)
+        offset = (idx[:, None] - idx[None, :]).clamp(0, self.max_seq_len - 1)  # [T, T]
+        pos_bias = self.position_weight[offset]  # [T, T]
+        delta = query_timestamps[:, :, None] - timestamps[:, None, :]  # [B, T, T]
+        time_bias = self.time_weight[self.bucketize(delta)]  # [B, T, T]
+        return pos_bias.unsqueeze(0) + time_bias
+
+
+class HSTUBlock(nn.Module):
+    """One HSTU layer: fused UVQK projection, pointwise causal attention, gated output."""
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.attention_dim = config.attention_dim
+        self.linear_dim = config.linear_dim
+        self.eps = config.layer_norm_eps
+        self.attention_norm = float(config.max_seq_len)
+        width = self.num_heads * (2 * config.linear_dim + 2 * config.attention_dim)
+        self.uvqk = nn.Linear(config.hidden_size, width, bias=False)
+        self.output = nn.Linear(self.num_heads * config.linear_dim, config.hidden_size, bias=True)
+        self.relative_bias = HSTURelativeBias(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        timestamps: torch.Tensor,
+        query_timestamps: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`)
+            attention_mask (`torch.BoolTensor` of shape `(batch_size, seq_len)`): True on real items.
+            timestamps, query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`)
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`.
+        """
+        bsz, seq_len, d = hidden_states.shape
+        normed = F.layer_norm(hidden_states, (d,), eps=self.eps)
+        uvqk = F.silu(self.uvqk(normed))
+        lin = self.num_heads * self.linear_dim
+        att = self.num_heads * self.attention_dim
+        u, v, q, k = torch.split(uvqk, [lin, lin, att, att], dim=-1)
+        # [B, T, H*D] -> [B, H, T, D]
+        v = v.view(bsz, seq_len, self.num_heads, self.linear_dim).transpose(1, 2)
+        q = q.view(bsz, seq_len, self.num_heads, self.attention_dim).transpose(1, 2)
+        k = k.view(bsz, seq_len, self.num_heads, self.attention_dim).transpose(1, 2)
+
+        scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, T, T]
+        scores = scores + self.relative_bias(timestamps, query_timestamps).unsqueeze(1)
+        weights = F.silu(scores) / self.attention_norm
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=hidden_states.device).tril()
+        allowed = causal[None, :, :] & attention_mask[:, None, :]  # [B, T(query), T(key)]
+        # Pointwise attention has no softmax, so masking is a multiplication by zero, not -inf.
+        weights = weights * allowed.unsqueeze(1).to(weights.dtype)
+
+        attended = torch.matmul(weights, v)  # [B, H, T, Dv]
+        attended = attended.transpose(1, 2).reshape(bsz, seq_len, lin)  # [B, T, H*Dv]
+        attended = F.layer_norm(attended, (lin,), eps=self.eps)
+        out = self.output(self.dropout(u * attended))
+        return hidden_states + out
+
+
+class HSTUPreTrainedModel(PreTrainedModel):
+    config_class = HSTUConfig
+    base_model_prefix = "hstu"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, HSTURelativeBias):
+            init.normal_(module.position_weight, mean=0.0, std=std)
+            init.normal_(module.time_weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear):
+            # The reference initialises HSTU's projections with Xavier-normal.
+            init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+
+
+class HSTUModel(HSTUPreTrainedModel):
+    """The HSTU encoder: item ids (and times) in, L2-normalised user states out.
+
+    The item embedding table is shared between the input and the scoring side, as in the reference.
+    """
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__(config)
+        self.item_embeddings = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
+        self.position_embeddings = nn.Embedding(config.max_seq_len, config.hidden_size)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([HSTUBlock(config) for _ in range(config.num_layers)])
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.item_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.item_embeddings = value
+
+    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """L2-normalised item embeddings used for scoring.
+
+        Args:
+            item_ids (`torch.LongTensor` of any shape `(*)`)
+
+        Returns:
+            `torch.FloatTensor` of shape `(*, hidden_size)`.
+        """
+        return F.normalize(self.item_embeddings(item_ids), dim=-1)
+
+    def all_item_embeddings(self) -> torch.Tensor:
+        """`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`, row 0 (padding) included."""
+        return F.normalize(self.item_embeddings.weight, dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        timestamps: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        query_timestamps: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HSTUModelOutput | tuple:
+        """
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
+                Internal item ids, right-padded with 0, oldest first. `seq_len <= config.max_seq_len`.
+            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                Event times in seconds. Without them the time bias sees zero deltas.
+            attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*):
+                1 on real items; defaults to `input_ids != 0`.
+            query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                Request time of each position's prediction (the time of the event it predicts). Where
+                not given, the next position's timestamp is used, and the position's own timestamp
+                for the last real item.
+        """
+        bsz, seq_len = input_ids.shape
+        if seq_len > self.config.max_seq_len:
+            raise ValueError(
+                f"input_ids has {seq_len} positions but HSTUConfig.max_seq_len is {self.config.max_seq_len}; "
+                "keep the most recent max_seq_len items"
+            )
+        if attention_mask is None:
+            attention_mask = input_ids != 0
+        attention_mask = attention_mask.bool()
+        if timestamps is None:
+            timestamps = torch.zeros_like(input_ids)
+        if query_timestamps is None:
+            query_timestamps = default_query_timestamps(timestamps, attention_mask)
+
+        positions = torch.arange(seq_len, device=input_ids.device)
+        x = self.item_embeddings(input_ids) * math.sqrt(self.config.hidden_size)
+        x = x + self.position_embeddings(positions)[None]
+        x = self.embedding_dropout(x) * attention_mask.unsqueeze(-1)
+        for block in self.blocks:
+            x = block(x, attention_mask, timestamps, query_timestamps)
+            x = x * attention_mask.unsqueeze(-1)
+        x = F.normalize(x, dim=-1)
+        if return_dict is False:
+            return (x,)
+        return HSTUModelOutput(last_hidden_state=x)
+
+
+def default_query_timestamps(timestamps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The next real event's time at each position; a position's own time where no next event is known.
+
+    Args:
+        timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`)
+        attention_mask (`torch.BoolTensor` of shape `(batch_size, seq_len)`)
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, seq_len)`.
+    """
+    nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
+    nxt_valid = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1)
+    return torch.where(nxt_valid, nxt, timestamps)
