@@ -68,7 +68,7 @@ class LossOutput:
 
 
 def infonce_loss(
-    queries: torch.Tensor,
+    queries: torch.Tensor | Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     target_ids: torch.Tensor,
     compatible: torch.Tensor,
     embed: Callable[[torch.Tensor], torch.Tensor],
@@ -81,8 +81,9 @@ def infonce_loss(
     """Per-head InfoNCE over the compatible (position, offset, head) triples.
 
     Args:
-        queries (`torch.FloatTensor` of shape `(batch_size, seq_len, num_heads, hidden_size)`):
-            L2-normalised head queries.
+        queries: either `torch.FloatTensor` of shape `(batch_size, seq_len, num_heads, hidden_size)`
+            (L2-normalised head queries), or a function `(b, t, k) -> (M, hidden_size)` computing the
+            normalised queries of just the pairs needed, which avoids the dense tensor.
         target_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`): the item at offset
             p+1 after each position, 0 where there is none.
         compatible (`torch.BoolTensor` of shape `(batch_size, seq_len, horizon, num_heads)`): True
@@ -99,11 +100,12 @@ def infonce_loss(
     Returns:
         `LossOutput` with the scalar loss (0 with a graph when no triple is compatible).
     """
-    num_heads = queries.shape[2]
+    num_heads = compatible.shape[3]
     b, t, p, k = compatible.nonzero(as_tuple=True)  # M triples
     if b.numel() == 0:
-        return LossOutput(queries.sum() * 0.0, 0, torch.zeros(num_heads, dtype=torch.long))
-    q = queries[b, t, k]  # [M, d]
+        zero = (queries.sum() if isinstance(queries, torch.Tensor) else torch.as_tensor(logit_scale).sum()) * 0.0
+        return LossOutput(zero, 0, torch.zeros(num_heads, dtype=torch.long))
+    q = queries[b, t, k] if isinstance(queries, torch.Tensor) else queries(b, t, k)  # [M, d]
     pos_ids = target_ids[b, t, p]  # [M]
     pos_e = embed(pos_ids)  # [M, d]
     pos_logit = (q * pos_e).sum(-1)  # [M]
@@ -114,12 +116,13 @@ def infonce_loss(
     losses, index = [], []
     for g in torch.unique(row).tolist():
         sel = (row == g).nonzero(as_tuple=True)[0]
-        logits = q[sel] @ neg_e[g].T  # [Mg, N]
+        logits = (q[sel] @ neg_e[g].T) * logit_scale  # [Mg, N]
         with torch.no_grad():
             same = pos_ids[sel].unsqueeze(1) == negatives[g].unsqueeze(0)
             near = (pos_e[sel] @ neg_e[g].T) > false_negative_threshold
+        # Masked after scaling: -inf times the scale would give a NaN gradient for a learned scale.
         logits = logits.masked_fill(same | near, float("-inf"))
-        all_logits = torch.cat([pos_logit[sel].unsqueeze(1), logits], dim=1) * logit_scale
+        all_logits = torch.cat([(pos_logit[sel] * logit_scale).unsqueeze(1), logits], dim=1)
         losses.append(torch.logsumexp(all_logits, dim=1) - all_logits[:, 0])
         index.append(sel)
     loss_m = torch.cat(losses)

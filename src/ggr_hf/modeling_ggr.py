@@ -93,6 +93,12 @@ class GGRPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
         elif isinstance(module, GGRForRecommendation):
             init.constant_(module.logit_scale, float(self.config.logit_scale_init))
+            # Non-persistent buffers are not in checkpoints: transformers 5 materialises them with
+            # `empty_like` in `from_pretrained`, so they are refilled from the layout here.
+            init.copy_(module._head_item_group, module.layout.item_group)
+            init.copy_(module._head_segment, module.layout.segment)
+            init.copy_(module._head_event, module.layout.event)
+            init.copy_(module._head_user_group, module.layout.user_group)
         elif isinstance(module, GGRItemGroups):
             return  # data, not weights: set by `set_item_groups` or loaded from the checkpoint
         else:
@@ -122,6 +128,34 @@ class GGRForRecommendation(GGRPreTrainedModel):
         self.register_buffer("_head_event", self.layout.event.clone(), persistent=False)
         self.register_buffer("_head_user_group", self.layout.user_group.clone(), persistent=False)
         self.post_init()
+
+    # ------------------------------------------------------------------ Hub: loading, heads, push
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, heads=None, **kwargs):
+        """Loads a full GGR model, a heads-only artifact (with the base it records), or a backbone /
+        full model plus `heads=...` (see [`ggr_hf.hub.load_ggr`]). Missing or unexpected keys are
+        errors unless `strict=False`; heads on another item vocabulary or hidden size raise."""
+        from ggr_hf.hub import load_ggr
+
+        return load_ggr(pretrained_model_name_or_path, *model_args, heads=heads, model_class=cls, **kwargs)
+
+    def save_heads(self, save_directory, **kwargs):
+        """Writes the heads-only artifact (no backbone file); see [`ggr_hf.hub.save_heads`]."""
+        from ggr_hf.hub import save_heads
+
+        return save_heads(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, heads_only: bool = False, **kwargs):
+        """Uploads the model (or its heads only) with its model card; see
+        [`ggr_hf.hub.push_model_to_hub`] (`private`, `token`, `revision`, `commit_message`, ...)."""
+        from ggr_hf.hub import push_model_to_hub
+
+        return push_model_to_hub(self, repo_id, heads_only=heads_only, **kwargs)
+
+    def push_heads_to_hub(self, repo_id: str, **kwargs):
+        """`push_to_hub(repo_id, heads_only=True, ...)`."""
+        return self.push_to_hub(repo_id, heads_only=True, **kwargs)
 
     # ------------------------------------------------------------------ priors and compatibility
 
@@ -249,6 +283,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         target_ids: torch.LongTensor | None = None,
         target_event_ids: torch.LongTensor | None = None,
         user_groups: torch.LongTensor | None = None,
+        output_head_states: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> GGROutput | tuple:
@@ -266,6 +301,8 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 event type of each target, for an event prior.
             user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*):
                 each user's group in each user prior.
+            output_head_states (`bool`): also return every head's query at every position
+                (always returned when no `target_ids` are given).
         """
         if attention_mask is None:
             attention_mask = input_ids != 0
@@ -275,7 +312,14 @@ class GGRForRecommendation(GGRPreTrainedModel):
             attention_mask=attention_mask,
             query_timestamps=query_timestamps,
         ).last_hidden_state  # [B, T, d]
-        queries = F.normalize(self.heads(hidden), dim=-1)  # [B, T, H, d]
+        queries = None
+        if output_head_states or target_ids is None:
+            queries = F.normalize(self.heads(hidden), dim=-1)  # [B, T, H, d]
+
+        def pair_queries(b: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            # Only the (position, head) pairs with a compatible target are computed: no
+            # batch x positions x heads tensor during training.
+            return F.normalize(self.heads.forward_selected(hidden[b, t], k), dim=-1)
 
         loss, num_pairs = None, None
         if target_ids is not None:
@@ -293,7 +337,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 mask if in_group else None, self.config.num_items, self.config.num_negatives
             ).to(input_ids.device)
             out = infonce_loss(
-                queries,
+                pair_queries,
                 target_ids,
                 compat,
                 self.backbone.embed_items,

@@ -61,6 +61,22 @@ def _stacked_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return x + F.silu(out)
 
 
+def _apply_by_node(blocks: nn.ModuleList, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+    """Applies `blocks[node[m]]` to row `x[m]`, one matrix product per node present.
+
+    Args:
+        x (`torch.FloatTensor` of shape `(M, hidden_size)`)
+        node (`torch.LongTensor` of shape `(M,)`)
+    """
+    order = torch.argsort(node, stable=True)
+    counts = torch.bincount(node, minlength=len(blocks)).tolist()
+    parts = torch.split(x.index_select(0, order), counts)
+    out = torch.cat([blocks[n](part) for n, part in enumerate(parts) if counts[n]] or [x[:0]])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    return out.index_select(0, inverse)
+
+
 class GGRHeads(nn.Module):
     """All heads of a GGR model, composed as the config asks.
 
@@ -81,10 +97,13 @@ class GGRHeads(nn.Module):
         self.level_embeddings = nn.ModuleList()
         self._parent_index: list[torch.Tensor] = []
         self._value_index: list[torch.Tensor] = []
+        # For each level, the node on each head's path (the head itself on the last level).
+        self._leaf_node: list[torch.Tensor] = []
         if layout.is_backbone_only:
             return
         if layout.composition != "hierarchical":
             self.levels.append(nn.ModuleList([GGRAdapterBlock(hidden_size, bias) for _ in layout.paths]))
+            self._leaf_node.append(torch.arange(layout.num_heads, device="cpu"))
             return
         # Nodes of level l are the distinct path prefixes of length l + 1, in product order, so the
         # last level's nodes are exactly the heads in layout order.
@@ -92,11 +111,13 @@ class GGRHeads(nn.Module):
         prev: list[tuple[int, ...]] = [()]
         for level in range(depth):
             nodes = [tuple(v for _, v in path[: level + 1]) for path in layout.paths]
-            nodes = list(dict.fromkeys(nodes))
+            node_pos = {n: i for i, n in enumerate(dict.fromkeys(nodes))}
+            self._leaf_node.append(torch.tensor([node_pos[n] for n in nodes], dtype=torch.long, device="cpu"))
+            nodes = list(node_pos)
             self.levels.append(nn.ModuleList([GGRAdapterBlock(hidden_size, bias) for _ in nodes]))
             parent_pos = {p: i for i, p in enumerate(prev)}
-            self._parent_index.append(torch.tensor([parent_pos[n[:-1]] for n in nodes], dtype=torch.long))
-            self._value_index.append(torch.tensor([n[-1] for n in nodes], dtype=torch.long))
+            self._parent_index.append(torch.tensor([parent_pos[n[:-1]] for n in nodes], dtype=torch.long, device="cpu"))
+            self._value_index.append(torch.tensor([n[-1] for n in nodes], dtype=torch.long, device="cpu"))
             if level > 0:
                 num_values = len(layout.priors[level]["values"])
                 self.level_embeddings.append(GGRGroupEmbedding(num_values, hidden_size))
@@ -128,6 +149,28 @@ class GGRHeads(nn.Module):
                 emb = self.level_embeddings[level - 1].weight
                 x = x + emb.index_select(0, self._value_index[level].to(hidden.device))
             z = _stacked_blocks(blocks, x)
+        return z
+
+    def forward_selected(self, hidden: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
+        """Computes one head per row: only the (position, head) pairs the loss needs.
+
+        Args:
+            hidden (`torch.FloatTensor` of shape `(M, hidden_size)`): backbone state of each pair.
+            head_index (`torch.LongTensor` of shape `(M,)`): the head of each pair.
+
+        Returns:
+            `torch.FloatTensor` of shape `(M, hidden_size)`, equal to `forward(hidden)[m, head_index[m]]`.
+        """
+        if self.layout.is_backbone_only:
+            return hidden
+        z = hidden
+        for level, blocks in enumerate(self.levels):
+            node = self._leaf_node[level].to(hidden.device)[head_index]  # [M]
+            x = z
+            if level > 0:
+                value = self._value_index[level].to(hidden.device)[node]
+                x = x + self.level_embeddings[level - 1].weight[value]
+            z = _apply_by_node(blocks, x, node)
         return z
 
     def forward_reference(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -93,10 +93,10 @@ def build_head_layout(priors: list[dict], composition: str) -> HeadLayout:
     event = next((i for i, p in enumerate(priors) if p["type"] == "event"), None)
 
     num_heads = len(paths)
-    item_group = torch.full((num_heads, len(item_idx)), -1, dtype=torch.long)
-    user_group = torch.full((num_heads, len(user_idx)), -1, dtype=torch.long)
-    segment = torch.full((num_heads,), -1, dtype=torch.long)
-    event_t = torch.full((num_heads,), -1, dtype=torch.long)
+    item_group = torch.full((num_heads, len(item_idx)), -1, dtype=torch.long, device="cpu")
+    user_group = torch.full((num_heads, len(user_idx)), -1, dtype=torch.long, device="cpu")
+    segment = torch.full((num_heads,), -1, dtype=torch.long, device="cpu")
+    event_t = torch.full((num_heads,), -1, dtype=torch.long, device="cpu")
     for h, path in enumerate(paths):
         for i, v in path:
             if i in item_idx:
