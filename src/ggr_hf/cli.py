@@ -25,14 +25,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = cfg.replace(training={"output_dir": args.output_dir})
     out = run_experiment(cfg)
     best = Path(cfg.training.output_dir) / "best"
-    print(json.dumps({"best_model": str(best), "test": _headline(out["test"]),
-                      "most_popular_test": _headline(out["popularity_test"]), "train": out["train"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "best_model": str(best),
+                "test": _headline(out["test"]),
+                "most_popular_test": _headline(out["popularity_test"]),
+                "train": out["train"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _headline(metrics: dict) -> dict:
     keys = ("recall@10", "ndcg@10", "entropy@10", "new_interest_recall@10", "num_users")
-    return {k: round(metrics[k], 5) if isinstance(metrics[k], float) else metrics[k] for k in keys if k in metrics}
+    return {
+        k: round(metrics[k], 5) if isinstance(metrics[k], float) else metrics[k] for k in keys if k in metrics
+    }
 
 
 def _experiment_for_model(model_dir: Path, config_path: str | None, overrides: list[str] | None):
@@ -60,15 +71,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_compatible(model, exp)
     rows = exp.split.test if args.split == "test" else exp.split.validation
     metrics = evaluate_model(
-        model, rows, item_categories=exp.item_categories, user_groups=exp.priors.user_groups,
-        fusion=args.fusion, oracle_events=args.oracle_events, progress=True,
+        model,
+        rows,
+        item_categories=exp.item_categories,
+        user_groups=exp.priors.user_groups,
+        fusion=args.fusion,
+        oracle_events=args.oracle_events,
+        progress=True,
     )
     metrics["split"] = args.split
     metrics["split_k"] = cfg.data.split_k
     metrics["dataset"] = cfg.data.dataset
     if args.oracle_events:
         metrics["setting"] = "ORACLE: heads chosen by the true target event type"
-    metrics["most_popular"] = evaluate_popularity(exp.split.item_popularity(), rows, item_categories=exp.item_categories)
+    metrics["most_popular"] = evaluate_popularity(
+        exp.split.item_popularity(), rows, item_categories=exp.item_categories
+    )
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -96,7 +114,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     model.eval()
     bundle = exp.bundle
     user_table = bundle.users
-    originals = [str(x) for x in (user_table["original_id"] if user_table is not None else range(bundle.num_users))]
+    originals = [
+        str(x) for x in (user_table["original_id"] if user_table is not None else range(bundle.num_users))
+    ]
     if str(args.user) not in originals:
         raise ValueError(f"user {args.user!r} is not in the data set '{bundle.name}'")
     uid = originals.index(str(args.user))
@@ -143,8 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="experiment YAML naming the data (default: the one saved with the model)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     p.add_argument("--fusion", choices=["max", "mean"])
-    p.add_argument("--oracle-events", action="store_true",
-                   help="ORACLE setting: use only the heads of the true target event type")
+    p.add_argument(
+        "--oracle-events",
+        action="store_true",
+        help="ORACLE setting: use only the heads of the true target event type",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="top-k items for one user, each with the head that explains it")

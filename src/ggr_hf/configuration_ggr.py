@@ -186,7 +186,9 @@ class GGRConfig(PretrainedConfig):
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
-                raise ValueError(f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
+                )
 
         if not isinstance(self.num_items, int) or isinstance(self.num_items, bool) or self.num_items < 1:
             raise ValueError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
@@ -196,7 +198,9 @@ class GGRConfig(PretrainedConfig):
         choice("prior_weighting", PRIOR_WEIGHTING)
         choice("fusion", FUSIONS)
         if not isinstance(self.num_negatives, int) or self.num_negatives < 1:
-            raise ValueError(f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}")
+            raise ValueError(
+                f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}"
+            )
         if not 0.0 < float(self.offset_discount) <= 1.0:
             raise ValueError(f"GGRConfig.offset_discount must be in (0, 1], got {self.offset_discount!r}")
         if not -1.0 <= float(self.false_negative_threshold) <= 1.0:

@@ -103,7 +103,9 @@ def infonce_loss(
     num_heads = compatible.shape[3]
     b, t, p, k = compatible.nonzero(as_tuple=True)  # M triples
     if b.numel() == 0:
-        zero = (queries.sum() if isinstance(queries, torch.Tensor) else torch.as_tensor(logit_scale).sum()) * 0.0
+        zero = (
+            queries.sum() if isinstance(queries, torch.Tensor) else torch.as_tensor(logit_scale).sum()
+        ) * 0.0
         return LossOutput(zero, 0, torch.zeros(num_heads, dtype=torch.long))
     q = queries[b, t, k] if isinstance(queries, torch.Tensor) else queries(b, t, k)  # [M, d]
     pos_ids = target_ids[b, t, p]  # [M]
@@ -194,4 +196,4 @@ def infonce_loss_reference(
             inner = sum(mean for mean, _ in entries.values()) / len(entries)
         total += float(weights_per_offset[pp]) * inner
         norm += float(weights_per_offset[pp])
-    return torch.tensor(total / norm)
+    return torch.tensor(total / norm, dtype=torch.float64)

@@ -86,7 +86,10 @@ class GGRPreTrainedModel(PreTrainedModel):
             if self.config.head_init == "zero":
                 init.zeros_(module.weight)
             else:
-                init.trunc_normal_(module.weight, mean=0.0, std=self.config.head_init_std)
+                # Truncated at two standard deviations; torch's default bounds (+-2 absolute), which
+                # the release inherits, would truncate nothing at std 0.02.
+                std = float(self.config.head_init_std)
+                init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, GGRGroupEmbedding):
@@ -223,7 +226,9 @@ class GGRForRecommendation(GGRPreTrainedModel):
         active = None
         if self.layout.user_prior_indices:
             if user_groups is None:
-                raise ValueError("this model has a user prior: pass user_groups (batch_size, num_user_priors)")
+                raise ValueError(
+                    "this model has a user prior: pass user_groups (batch_size, num_user_priors)"
+                )
             heads = self._head_user_group  # [H, U]
             ok = (heads.unsqueeze(0) < 0) | (heads.unsqueeze(0) == user_groups.unsqueeze(1))  # [B, H, U]
             active = ok.all(-1)

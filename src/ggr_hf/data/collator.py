@@ -71,7 +71,9 @@ class TrainingWindows(Dataset):
         timestamps = np.zeros((bsz, width), dtype=np.int64)
         query_ts = np.zeros((bsz, width), dtype=np.int64)
         targets = np.zeros((bsz, width, horizon), dtype=np.int64)
-        target_events = np.full((bsz, width, horizon), -1, dtype=np.int64) if self.events is not None else None
+        target_events = (
+            np.full((bsz, width, horizon), -1, dtype=np.int64) if self.events is not None else None
+        )
         for i, r in enumerate(rows):
             seq, ts = self.items[r["seq"]], self.timestamps[r["seq"]]
             s, e = r["start"], r["end"]

@@ -116,7 +116,9 @@ class GGRHeads(nn.Module):
             nodes = list(node_pos)
             self.levels.append(nn.ModuleList([GGRAdapterBlock(hidden_size, bias) for _ in nodes]))
             parent_pos = {p: i for i, p in enumerate(prev)}
-            self._parent_index.append(torch.tensor([parent_pos[n[:-1]] for n in nodes], dtype=torch.long, device="cpu"))
+            self._parent_index.append(
+                torch.tensor([parent_pos[n[:-1]] for n in nodes], dtype=torch.long, device="cpu")
+            )
             self._value_index.append(torch.tensor([n[-1] for n in nodes], dtype=torch.long, device="cpu"))
             if level > 0:
                 num_values = len(layout.priors[level]["values"])

@@ -110,7 +110,12 @@ def _resolve_groups(
             values = [*values, "other"]
         for r in empty_rows:
             groups_per_row[r] = ["other"]
-        logger.warning("%s: %d %s rows with no value joined the group 'other'", _prior_label(i, spec), fallback, table_name)
+        logger.warning(
+            "%s: %d %s rows with no value joined the group 'other'",
+            _prior_label(i, spec),
+            fallback,
+            table_name,
+        )
     return list(values), groups_per_row, fallback
 
 
@@ -204,9 +209,7 @@ def user_shared_item_edges(
     return edges, weights
 
 
-def build_priors(
-    bundle: RecDataBundle, specs: list[dict], split: SplitData | None = None
-) -> BuiltPriors:
+def build_priors(bundle: RecDataBundle, specs: list[dict], split: SplitData | None = None) -> BuiltPriors:
     """Resolves prior specifications against a data set.
 
     Args:
@@ -258,7 +261,11 @@ def build_priors(
                     unclustered += 1
             if unclustered:
                 values.append("unclustered")
-                logger.warning("%s: %d items with no co-occurrence joined 'unclustered'", _prior_label(i, spec), unclustered)
+                logger.warning(
+                    "%s: %d items with no co-occurrence joined 'unclustered'",
+                    _prior_label(i, spec),
+                    unclustered,
+                )
             spec["values"] = values
             built.item_membership[spec["name"]] = _membership(values, groups)
             pos = {v: j for j, v in enumerate(values)}
@@ -317,7 +324,9 @@ def apply_priors(model, built: BuiltPriors) -> None:
 def item_category_matrix(bundle: RecDataBundle, field_name: str) -> torch.Tensor:
     """Multi-hot `FloatTensor [num_items + 1, C]` of an item column, for entropy and new-interest metrics."""
     if field_name not in bundle.items.column_names:
-        raise ValueError(f"the item table has no column '{field_name}' (columns: {bundle.items.column_names})")
+        raise ValueError(
+            f"the item table has no column '{field_name}' (columns: {bundle.items.column_names})"
+        )
     raw = [[str(v) for v in _as_list(x)] for x in bundle.items[field_name]]
     values = sorted({v for r in raw for v in r})
     pos = {v: j for j, v in enumerate(values)}

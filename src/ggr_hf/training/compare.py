@@ -38,7 +38,8 @@ def describe_priors(priors: list[dict]) -> str:
     if not priors:
         return "none"
     return " + ".join(
-        f"{p['type']}:{p.get('field') or p.get('name')}" + (f"/S={p['segments']}" if p["type"] == "temporal" else "")
+        f"{p['type']}:{p.get('field') or p.get('name')}"
+        + (f"/S={p['segments']}" if p["type"] == "temporal" else "")
         for p in priors
     )
 
@@ -61,7 +62,10 @@ def run_comparison(
             "HSTU + priors": {}}` (the config's own priors).
     """
     output_dir = Path(output_dir)
-    variants = variants or {"HSTU": {"priors": []}, f"HSTU + {describe_priors(cfg.model.get('priors') or [])}": {}}
+    variants = variants or {
+        "HSTU": {"priors": []},
+        f"HSTU + {describe_priors(cfg.model.get('priors') or [])}": {},
+    }
     results: dict = {"seeds": seeds, "split_ks": split_ks, "variants": list(variants), "runs": {}}
     start = time.time()
     for k in split_ks:
@@ -78,7 +82,12 @@ def run_comparison(
                 out = run_experiment(scfg, exp=exp)
                 logger.warning(
                     "K=%d %s seed %d: test recall@10 %.4f ndcg@10 %.4f (%.0f s)",
-                    k, name, seed, out["test"]["recall@10"], out["test"]["ndcg@10"], time.time() - t0,
+                    k,
+                    name,
+                    seed,
+                    out["test"]["recall@10"],
+                    out["test"]["ndcg@10"],
+                    time.time() - t0,
                 )
                 runs.setdefault(name, []).append({"seed": seed, **out})
                 popularity = out["popularity_test"]

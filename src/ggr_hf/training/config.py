@@ -96,7 +96,9 @@ class TrainingArguments:
         if float(self.learning_rate) <= 0:
             raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"training.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+            raise ValueError(
+                f"training.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"
+            )
 
 
 @dataclass
@@ -124,7 +126,9 @@ def _build(cls, values: dict[str, Any], section: str, source: str):
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} in section '{section}'; allowed: {sorted(allowed)}")
+        raise ValueError(
+            f"{source}: unknown key(s) {unknown} in section '{section}'; allowed: {sorted(allowed)}"
+        )
     types = {f.name: f.type for f in dataclasses.fields(cls)}
     clean = {}
     for k, v in values.items():

@@ -100,7 +100,10 @@ def prepare_experiment(cfg: ExperimentConfig, bundle: RecDataBundle | None = Non
     return Experiment(bundle, split, priors, cats, config)
 
 
-def build_model(exp: Experiment) -> GGRForRecommendation:
+def build_model(exp: Experiment, seed: int | None = None) -> GGRForRecommendation:
+    """Builds the model with the experiment's priors; `seed` makes the initial weights reproducible."""
+    if seed is not None:
+        set_seed(seed)
     model = GGRForRecommendation(exp.model_config)
     apply_priors(model, exp.priors)
     return model
@@ -219,7 +222,7 @@ def run_experiment(cfg: ExperimentConfig, exp: Experiment | None = None, test: b
     epoch) and the number of parameters.
     """
     exp = exp or prepare_experiment(cfg)
-    model = build_model(exp)
+    model = build_model(exp, seed=cfg.training.seed)
     result = train(model, exp, cfg.training)
     out: dict = {
         "train": {"steps": result.steps, "seconds": result.seconds, "best_epoch": result.best_epoch},
@@ -250,7 +253,9 @@ def run_experiment(cfg: ExperimentConfig, exp: Experiment | None = None, test: b
 
             metrics = {**out["test"], "split": "test", "split_k": cfg.data.split_k}
             metrics.pop("head_share@10", None)
-            build_model_card(best, metrics=metrics, training_args=cfg.to_dict(), dataset_name=cfg.data.dataset)
+            build_model_card(
+                best, metrics=metrics, training_args=cfg.to_dict(), dataset_name=cfg.data.dataset
+            )
     return out
 
 

@@ -1,0 +1,89 @@
+import torch
+
+from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense, merge_topk_lists
+from tests.conftest import membership, tiny_model
+
+
+def _inputs(seed=0, batch=4, heads=3, items=21, d=8):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(batch, heads, d, generator=g), dim=-1)
+    e = torch.nn.functional.normalize(torch.randn(items, d, generator=g), dim=-1)
+    return q, e
+
+
+def test_sparse_fusion_equals_dense_reference():
+    q, e = _inputs()
+    compat = membership()
+    compat[0] = False
+    head_items = [compat[:, k].nonzero(as_tuple=True)[0] for k in range(3)]
+    active = torch.tensor([[True, True, True], [True, False, True], [False, True, True], [True, True, True]])
+    for fusion in ("max", "mean"):
+        s1, h1 = fuse_scores(q, e, head_items, active, fusion)
+        s2, h2 = fuse_scores_dense(q, e, compat, active, fusion)
+        finite = torch.isfinite(s2)
+        assert torch.equal(torch.isfinite(s1), finite)
+        assert torch.allclose(s1[finite], s2[finite], atol=1e-6)
+        assert torch.equal(h1, h2)
+
+
+def test_max_and_mean_fusion_differ_as_defined():
+    q, e = _inputs(1)
+    compat = torch.ones(21, 3, dtype=torch.bool)
+    compat[0] = False
+    s_max, head = fuse_scores(q, e, [None] * 3, None, "max")
+    s_mean, _ = fuse_scores(q, e, [None] * 3, None, "mean")
+    per_head = torch.einsum("bhd,id->bhi", q, e)
+    assert torch.allclose(s_max[:, 1:], per_head.max(1).values[:, 1:], atol=1e-6)
+    assert torch.allclose(s_mean[:, 1:], per_head.mean(1)[:, 1:], atol=1e-6)
+    assert torch.equal(head[:, 1:], per_head.argmax(1)[:, 1:])
+    assert not torch.allclose(s_max, s_mean)
+
+
+def test_a_head_never_returns_an_incompatible_item():
+    model = tiny_model()
+    ids = torch.randint(1, 21, (5, 6))
+    scores, head = model.score_items(ids)
+    mask = model.head_item_mask()
+    top = scores.topk(15, dim=1).indices
+    top_heads = head.gather(1, top)
+    assert (top_heads >= 0).all()
+    assert mask[top, top_heads].all()
+
+
+def test_max_fusion_equals_merging_per_head_topk_lists():
+    model = tiny_model(seed=3)
+    ids = torch.randint(1, 21, (4, 6))
+    k = 6
+    scores, head = model.score_items(ids)
+    top_scores, top_items = scores.topk(k, dim=1)
+    # Per-head lists, as the release computes them: each head ranks its own items.
+    h = model._last_states(ids, None, None)
+    q = torch.nn.functional.normalize(model.heads(h), dim=-1) * model.current_logit_scale()
+    e = model.backbone.all_item_embeddings()
+    mask = model.head_item_mask()
+    for b in range(len(ids)):
+        per_scores, per_items = [], []
+        for j in range(model.num_heads):
+            items = mask[:, j].nonzero(as_tuple=True)[0]
+            s = q[b, j] @ e[items].T
+            order = s.argsort(descending=True)[:k]
+            per_scores.append(s[order])
+            per_items.append(items[order])
+        merged_items, merged_scores, merged_heads = merge_topk_lists(per_scores, per_items, k)
+        assert merged_items == top_items[b].tolist()
+        assert torch.allclose(torch.tensor(merged_scores), top_scores[b], atol=1e-5)
+        assert merged_heads == head[b, top_items[b]].tolist()
+
+
+def test_recommend_excludes_history_and_explains_each_item():
+    model = tiny_model()
+    rec = model.recommend([[1, 2, 3, 10], [12]], k=5)
+    assert rec.item_ids.shape == (2, 5)
+    assert not set(rec.item_ids[0].tolist()) & {1, 2, 3, 10}
+    assert 12 not in rec.item_ids[1].tolist()
+    mask = model.head_item_mask()
+    for row_items, row_heads, row_names in zip(rec.item_ids, rec.head_index, rec.head_names):
+        assert mask[row_items, row_heads].all()
+        assert row_names == [model.head_names[h] for h in row_heads.tolist()]
+    kept = model.recommend([1, 2, 3], k=20, exclude_history=False)
+    assert {1, 2, 3} <= set(kept.item_ids[0].tolist())

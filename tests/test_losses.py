@@ -1,0 +1,107 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ggr_hf.losses import infonce_loss, infonce_loss_reference, offset_weights, sample_negatives
+from tests.conftest import membership, tiny_model
+
+
+def _case(seed=0, heads=3, horizon=2):
+    g = torch.Generator().manual_seed(seed)
+    table = F.normalize(torch.randn(21, 8, generator=g), dim=-1)
+
+    def embed(ids):
+        return table[ids]
+
+    q = F.normalize(torch.randn(2, 4, heads, 8, generator=g), dim=-1)
+    targets = torch.randint(1, 21, (2, 4, horizon), generator=g)
+    targets[1, 3] = 0
+    compat = torch.rand(2, 4, horizon, heads, generator=g) > 0.4
+    compat &= (targets > 0).unsqueeze(-1)
+    return q, targets, compat, embed, g
+
+
+@pytest.mark.parametrize("weighting", ["frequency", "uniform"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_vectorised_loss_equals_the_loop_formula(weighting, shared):
+    q, targets, compat, embed, g = _case()
+    negatives = torch.randint(1, 21, (1 if shared else 3, 6), generator=g)
+    negatives[0, 0] = targets[0, 0, 0]  # a negative equal to a positive is masked
+    w = offset_weights(2, 0.7)
+    fast = infonce_loss(q, targets, compat, embed, negatives, 20.0, w, weighting, 0.99).loss
+    slow = infonce_loss_reference(q, targets, compat, embed, negatives, 20.0, w, weighting, 0.99)
+    assert torch.allclose(fast.double(), slow, atol=1e-4)
+
+
+def test_pair_function_equals_dense_queries():
+    q, targets, compat, embed, g = _case(1)
+    negatives = torch.randint(1, 21, (3, 6), generator=g)
+    w = offset_weights(2, 0.99)
+    dense = infonce_loss(q, targets, compat, embed, negatives, 10.0, w).loss
+    pairs = infonce_loss(lambda b, t, k: q[b, t, k], targets, compat, embed, negatives, 10.0, w).loss
+    assert torch.allclose(dense, pairs)
+
+
+def test_false_negative_guard_masks_near_duplicates():
+    table = F.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.001], [0.0, 1.0]]), dim=-1)
+    q = F.normalize(torch.tensor([[[[1.0, 0.2]]]]), dim=-1)  # [1, 1, 1, 2]
+    targets = torch.tensor([[[1]]])
+    compat = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+    negs = torch.tensor([[2, 3]])  # item 2 is nearly item 1 (cosine > 0.99), item 3 is not
+    loss = infonce_loss(q, targets, compat, lambda i: table[i], negs, 1.0, torch.ones(1)).loss
+    s_pos, s_3 = float(q[0, 0, 0] @ table[1]), float(q[0, 0, 0] @ table[3])
+    expected = torch.logsumexp(torch.tensor([s_pos, s_3]), 0) - s_pos
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_offset_weights():
+    w = offset_weights(3, 0.5)
+    assert torch.allclose(w, torch.tensor([0.5, 0.25, 0.125]) / 0.875)
+    assert torch.allclose(offset_weights(4, 1.0), torch.full((4,), 0.25))
+
+
+def test_in_group_negatives_come_only_from_the_group():
+    mask = membership()
+    negs = sample_negatives(mask, 20, 500, torch.Generator().manual_seed(0))
+    assert negs.shape == (3, 500)
+    for k in range(3):
+        assert mask[negs[k], k].all()
+        # every item of the group is reachable
+        assert set(negs[k].tolist()) == set(mask[:, k].nonzero(as_tuple=True)[0].tolist())
+    shared = sample_negatives(None, 20, 300, torch.Generator().manual_seed(0))
+    assert shared.shape == (1, 300) and shared.min() >= 1 and shared.max() <= 20
+
+
+def test_model_loss_uses_in_group_or_global_negatives(monkeypatch, batch):
+    ids, ts = batch
+    seen = {}
+    import ggr_hf.modeling_ggr as modeling
+
+    real = modeling.sample_negatives
+
+    def spy(mask, *args, **kwargs):
+        seen["mask"] = mask
+        return real(mask, *args, **kwargs)
+
+    monkeypatch.setattr(modeling, "sample_negatives", spy)
+    model = tiny_model()
+    model(ids, timestamps=ts, target_ids=torch.roll(ids, -1, 1))
+    assert seen["mask"] is not None
+    model = tiny_model(negative_sampling="global")
+    model(ids, timestamps=ts, target_ids=torch.roll(ids, -1, 1))
+    assert seen["mask"] is None
+
+
+def test_loss_only_trains_compatible_heads(batch):
+    ids, ts = batch
+    model = tiny_model()
+    model.train()
+    targets = torch.zeros_like(ids).unsqueeze(-1)
+    targets[0, 0, 0] = 2  # item 2 is only in group "a" (head 0)
+    out = model(ids, timestamps=ts, target_ids=targets)
+    assert out.num_pairs == 1
+    out.loss.backward()
+    grads = [blk.adapter.weight.grad for blk in model.heads.levels[0]]
+    assert grads[0].abs().sum() > 0
+    assert grads[1] is None or grads[1].abs().sum() == 0
+    assert grads[2] is None or grads[2].abs().sum() == 0

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from ggr_hf.modeling_ggr import GGRForRecommendation
+from tests.conftest import tiny_model
+
+PRIOR_SETS = {
+    "none": [],
+    "item": None,
+    "temporal+item": [
+        {"type": "temporal", "segments": 2, "horizon": 2},
+        {"type": "item", "field": "genres", "values": ["a", "b", "c"]},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(PRIOR_SETS))
+def test_save_pretrained_from_pretrained_gives_identical_scores(tmp_path, batch, name):
+    ids, ts = batch
+    model = tiny_model(priors=PRIOR_SETS[name])
+    with torch.no_grad():
+        model.logit_scale.fill_(13.0)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.bin"))
+    loaded = GGRForRecommendation.from_pretrained(tmp_path).eval()
+    s1, h1 = model.score_items(ids, ts)
+    s2, h2 = loaded.score_items(ids, ts)
+    assert torch.equal(s1, s2) and torch.equal(h1, h2)
+    assert loaded.head_names == model.head_names
+    assert torch.equal(loaded.head_item_mask(), model.head_item_mask())
+
+
+def test_zero_priors_is_plain_hstu(batch):
+    ids, ts = batch
+    model = tiny_model(priors=[])
+    assert model.num_heads == 1 and model.head_names == ["backbone"]
+    assert sum(p.numel() for p in model.heads.parameters()) == 0
+    scores, heads = model.score_items(ids, ts)
+    h = model._last_states(ids, ts, None)
+    expected = (torch.nn.functional.normalize(h, dim=-1) @ model.backbone.all_item_embeddings().T) * 20.0
+    assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-5)
+    assert (heads[:, 1:] == 0).all()
+
+
+def test_forward_returns_typed_output_with_loss(batch):
+    ids, ts = batch
+    model = tiny_model().train()
+    out = model(ids, timestamps=ts, target_ids=torch.roll(ids, -1, 1))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.last_hidden_state.shape == (3, 8, 16)
+    assert out.head_states is None  # not built during training unless asked for
+    out.loss.backward()
+    assert model.logit_scale.grad is not None
+
+
+def test_temporal_segment_heads_see_only_their_offsets(batch):
+    ids, ts = batch
+    model = tiny_model(priors=[{"type": "temporal", "segments": 2, "horizon": 4}])
+    targets = torch.randint(1, 21, (3, 8, 4))
+    compat = model.compatibility(targets, torch.ones_like(targets, dtype=torch.bool))
+    # offsets 0-1 -> short-term (head 0), offsets 2-3 -> long-term (head 1)
+    assert compat[..., :2, 0].all() and not compat[..., 2:, 0].any()
+    assert compat[..., 2:, 1].all() and not compat[..., :2, 1].any()
+
+
+def test_event_heads_positives_are_only_their_event_type():
+    model = tiny_model(priors=[{"type": "event", "values": ["view", "cart", "buy"]}])
+    targets = torch.randint(1, 21, (2, 3, 1))
+    events = torch.tensor([[[0], [2], [1]], [[1], [1], [0]]])
+    compat = model.compatibility(targets, torch.ones_like(targets, dtype=torch.bool), target_event_ids=events)
+    assert torch.equal(compat[..., 0, :].long().argmax(-1), events[..., 0])
+    assert compat.sum(-1).eq(1).all()
+    # honest evaluation: every event head scores; oracle: only the true event's head
+    assert model.head_active() is None
+    oracle = model.head_active(target_event=torch.tensor([2, 0]))
+    assert oracle.tolist() == [[False, False, True], [True, False, False]]
+
+
+def test_user_prior_selects_only_the_users_heads(batch):
+    ids, ts = batch
+    model = tiny_model(priors=[{"type": "user", "field": "occupation", "values": ["x", "y"]}])
+    groups = torch.tensor([[1], [0], [1]])
+    scores, heads = model.score_items(ids, ts, user_groups=groups)
+    finite = torch.isfinite(scores)
+    assert torch.equal(heads[finite], groups.expand_as(heads)[finite])
+    with pytest.raises(ValueError, match="user_groups"):
+        model.score_items(ids, ts)
