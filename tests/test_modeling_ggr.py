@@ -86,3 +86,22 @@ def test_user_prior_selects_only_the_users_heads(batch):
     assert torch.equal(heads[finite], groups.expand_as(heads)[finite])
     with pytest.raises(ValueError, match="user_groups"):
         model.score_items(ids, ts)
+
+
+def test_unseen_combinations_train_without_nan(batch):
+    ids, ts = batch
+    priors = [
+        {"type": "item", "field": "genres", "values": ["a", "b", "c"]},
+        {"type": "temporal", "segments": 2, "horizon": 2},
+    ]
+    for composition in ("multiplicative", "hierarchical", "additive"):
+        model = tiny_model(priors=priors, composition=composition).train()
+        targets = torch.zeros(3, 8, 2, dtype=torch.long)
+        targets[0, :3, 0] = 2  # only "a / short-term" ever has a positive
+        out = model(ids, timestamps=ts, target_ids=targets)
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+        for name, p in model.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), name
+        scores, _ = model.score_items(ids, ts)
+        assert not torch.isnan(scores).any()

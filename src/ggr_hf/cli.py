@@ -145,6 +145,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from ggr_hf.training.ablation import format_ablation_table, load_ablation_spec, run_ablation
+
+    spec = load_ablation_spec(args.config, args.set)
+    if args.seeds:
+        spec.seeds = args.seeds
+    results = run_ablation(spec, args.output_dir)
+    print(format_ablation_table(results))
+    print(
+        f"plots: {Path(args.output_dir) / 'accuracy_vs_diversity.png'}, {Path(args.output_dir) / 'head_contributions.png'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ggr-hf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -185,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-ks", type=int, nargs="+", default=[1, 8])
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("ablate", help="the ablation recipe: many prior configurations over seeds")
+    p.add_argument("--config", required=True, help="ablation YAML (base experiment + variants)")
+    p.add_argument("--output-dir", default="outputs/ablation")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base experiment")
+    p.set_defaults(func=cmd_ablate)
 
     from ggr_hf.data.cli import add_data_commands
     from ggr_hf.hub_cli import add_hub_commands
