@@ -60,6 +60,31 @@ def sample_negatives(
     return torch.where((counts > 0).unsqueeze(1), negs, fallback)
 
 
+def gather_negatives(negatives: torch.Tensor) -> torch.Tensor:
+    """Every process's negatives, concatenated in rank order: the release's cross-process sharing.
+
+    Each process draws its own negatives; all of them then score the union, so a run on W processes
+    contrasts every pair with `W` times as many negatives as one process draws (for the same cost in
+    sampling). The result is identical on every rank. Outside an initialised `torch.distributed`
+    process group (or with one process) the negatives are returned unchanged.
+
+    Args:
+        negatives (`torch.LongTensor` of shape `(num_rows, num_negatives)`): this process's draw; the
+            same shape on every process (a collective with equal sizes).
+
+    Returns:
+        `torch.LongTensor` of shape `(num_rows, world_size * num_negatives)`: rank 0's columns first.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return negatives
+    # Item ids carry no gradient, so a plain all_gather (no autograd-aware variant) is enough.
+    parts = [torch.empty_like(negatives) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, negatives.contiguous())
+    return torch.cat(parts, dim=1)
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor

@@ -279,6 +279,46 @@ class GGRForRecommendation(GGRPreTrainedModel):
     def current_logit_scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=float(self.config.logit_scale_max))
 
+    def _training_negatives(
+        self,
+        head_item_mask: torch.Tensor,
+        device: torch.device,
+        seeds: list[int] | None = None,
+        gather: bool = False,
+    ) -> torch.Tensor:
+        """The negatives of one training step (`forward`'s `negative_seeds` / `gather_negatives`).
+
+        Args:
+            head_item_mask (`torch.BoolTensor` of shape `(num_items + 1, num_heads)`): items per head.
+            device (`torch.device`): where the loss is computed.
+            seeds (`list[int]`, *optional*): one draw of `config.num_negatives` per seed, each from a
+                generator seeded with it, concatenated; reproducible whatever else used the RNG.
+                `None`: one draw from the global RNG.
+            gather (`bool`): all processes score the union of every process's negatives, as the
+                release does (`ggr_hf.losses.gather_negatives`; needs an initialised process group).
+
+        Returns:
+            `torch.LongTensor` of shape `(num_heads, n)`, or `(1, n)` for catalogue-wide sampling, with
+            `n = max(len(seeds), 1) * num_negatives`, times the number of processes with `gather`.
+        """
+        from ggr_hf.losses import gather_negatives
+
+        # Heads that do not restrict items (temporal, event, user, the backbone) draw from the
+        # whole catalogue, so in-group sampling only matters with an item-restricting prior.
+        in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
+        mask = head_item_mask if in_group else None
+        sample_device = mask.device if mask is not None else torch.device("cpu")
+        generators = [None]
+        if seeds is not None:
+            generators = [torch.Generator(device=sample_device).manual_seed(int(seed)) for seed in seeds]
+        draws = [
+            sample_negatives(mask, self.config.num_items, self.config.num_negatives, generator=g)
+            for g in generators
+        ]
+        # Moved before the gather: NCCL only gathers tensors on the GPU.
+        negatives = torch.cat(draws, dim=1).to(device)
+        return gather_negatives(negatives) if gather else negatives
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -289,6 +329,8 @@ class GGRForRecommendation(GGRPreTrainedModel):
         target_event_ids: torch.LongTensor | None = None,
         user_groups: torch.LongTensor | None = None,
         output_head_states: bool = False,
+        negative_seeds: list[int] | None = None,
+        gather_negatives: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> GGROutput | tuple:
@@ -308,6 +350,11 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 each user's group in each user prior.
             output_head_states (`bool`): also return every head's query at every position
                 (always returned when no `target_ids` are given).
+            negative_seeds (`list[int]`, *optional*): draw the step's negatives from generators
+                seeded with these (one draw of `num_negatives` each), so that they depend on the step
+                and rank only; the trainer passes them. Default: the global RNG.
+            gather_negatives (`bool`): every process scores the union of all processes' negatives
+                (all-gather, as the release does); needs an initialised process group.
         """
         if attention_mask is None:
             attention_mask = input_ids != 0
@@ -335,17 +382,23 @@ class GGRForRecommendation(GGRPreTrainedModel):
             valid = (target_ids > 0) & attention_mask.bool().unsqueeze(-1)
             mask = self.head_item_mask()
             compat = self.compatibility(target_ids, valid, target_event_ids, user_groups, head_item_mask=mask)
-            # Heads that do not restrict items (temporal, event, user, the backbone) draw from the
-            # whole catalogue, so in-group sampling only matters with an item-restricting prior.
-            in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
-            negatives = sample_negatives(
-                mask if in_group else None, self.config.num_items, self.config.num_negatives
-            ).to(input_ids.device)
+            # The trainer passes `negative_seeds` (negatives as a function of the step, not of the
+            # global RNG) and `gather_negatives` (share them across processes); see the helper.
+            negatives = self._training_negatives(mask, input_ids.device, negative_seeds, gather_negatives)
+            embed = self.backbone.embed_items
+            if isinstance(self.backbone, HSTUModel) and int(compat.sum()) > self.config.num_items:
+                # With more pairs than items, normalising the table once is cheaper than normalising
+                # every gathered row (same values; HLLM keeps per-id encoding).
+                table = self.backbone.all_item_embeddings()
+
+                def embed(ids: torch.Tensor) -> torch.Tensor:
+                    return table[ids]
+
             out = infonce_loss(
                 pair_queries,
                 target_ids,
                 compat,
-                self.backbone.embed_items,
+                embed,
                 negatives,
                 self.current_logit_scale(),
                 offset_weights(target_ids.shape[-1], self.config.offset_discount),

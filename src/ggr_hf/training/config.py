@@ -65,6 +65,25 @@ class TrainingArguments:
         log_every: steps between loss logs.
         save_best: write the best model with `save_pretrained` to `output_dir/best`.
         progress: show progress bars.
+        gather_negatives: with several processes, each draws its own `model.num_negatives` (times
+            `negative_draws`) and every process scores the union (all-gather), as the release does:
+            W processes contrast each pair with W times as many negatives. Off: each process scores
+            only its own draw. No effect with one process.
+        negative_draws: independent draws of `model.num_negatives` negatives per process and step,
+            concatenated. Negatives come from generators seeded by (seed, step, draw index), so one
+            process with `negative_draws: W` scores exactly the negatives that W gathering processes
+            with `negative_draws: 1` score (the single-process reference of a distributed run).
+        pair_weighted_loss: with several processes, scale each process's loss by its share of the
+            global batch's (position, offset, head) pairs, so that DDP's average of the gradients is
+            the gradient of the loss over the global batch (exact with one offset, `horizon == 1`, and
+            `prior_weighting: frequency`, where the loss is a mean over pairs). Off: the plain average
+            of per-process means, which over-weights the pairs of a process with fewer of them.
+        checkpoint_every_epochs: save the full training state (model, optimiser, scheduler, RNG
+            states, data position, best model so far) with `accelerator.save_state` to
+            `output_dir/checkpoints/epoch_N` every this many epochs (0: never).
+        resume_from_checkpoint: a folder written by `checkpoint_every_epochs`, or `"latest"` (the
+            newest under `output_dir/checkpoints`): training continues with the next epoch, as the
+            uninterrupted run would have (same data order, negatives, schedule and RNG states).
     """
 
     output_dir: str = "outputs/run"
@@ -86,11 +105,21 @@ class TrainingArguments:
     log_every: int = 50
     save_best: bool = True
     progress: bool = True
+    # Distributed training and checkpoints (docs/distributed.md).
+    gather_negatives: bool = True
+    negative_draws: int = 1
+    pair_weighted_loss: bool = True
+    checkpoint_every_epochs: int = 0
+    resume_from_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs", "negative_draws"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.checkpoint_every_epochs) < 0:
+            raise ValueError(
+                f"training.checkpoint_every_epochs must be >= 0, got {self.checkpoint_every_epochs!r}"
+            )
         if not 0 <= float(self.warmup_ratio) < 1:
             raise ValueError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if float(self.learning_rate) <= 0:

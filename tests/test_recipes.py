@@ -1,0 +1,31 @@
+"""Every shipped recipe parses and builds a valid GGRConfig, so users never hit a typo at launch."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.training.ablation import load_ablation_spec
+from ggr_hf.training.config import load_experiment_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_recipe_parses_and_validates(path):
+    raw = yaml.safe_load(path.read_text())
+    if "variants" in raw:
+        spec = load_ablation_spec(path)
+        for variant in spec.variants:
+            if not variant.eval_of:
+                GGRConfig(num_items=10, **{**spec.base.model, **variant.model})
+        return
+    cfg = load_experiment_config(path)
+    GGRConfig(num_items=10, **cfg.model)
+
+
+def test_there_are_recipes_for_each_public_data_set():
+    names = {p.name for p in CONFIGS}
+    for prefix in ("ml100k_quick", "ml100k_main", "ml100k_ablation", "pixel8m_", "merrec_", "ebnerd_"):
+        assert any(n.startswith(prefix) for n in names), prefix
