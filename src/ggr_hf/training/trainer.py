@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -96,6 +97,13 @@ def prepare_experiment(cfg: ExperimentConfig, bundle: RecDataBundle | None = Non
     bundle = bundle if bundle is not None else load_data(cfg.data)
     split = temporal_split(bundle, k=cfg.data.split_k, min_len=cfg.data.min_seq_len)
     priors = build_priors(bundle, cfg.model.get("priors") or [], split)
+    for name, clusters in priors.item_clusters.items():
+        # Graph clusters become an ordinary item column (string group names), usable by metrics
+        # (`data.category_field`) and by later item priors.
+        values = next(p["values"] for p in priors.specs if p["name"] == name)
+        column = [values[c] for c in clusters[1:].tolist()]
+        items = bundle.items.remove_columns([name]) if name in bundle.items.column_names else bundle.items
+        bundle = dataclasses.replace(bundle, items=items.add_column(name, column))
     model_kwargs = dict(cfg.model)
     model_kwargs["priors"] = priors.specs
     config = GGRConfig(num_items=bundle.num_items, **model_kwargs)
