@@ -1,0 +1,429 @@
+"""The GGR release's processed files (zhykoties/Multi-Head-Recommendation-with-Human-Priors).
+
+The authors train from two parquet files per data set, so their users can start from those:
+
+- a sequence file, one row per user, with the list columns `item_id`, `timestamp` and, for MerRec,
+  `event_id` (integers 0..5 in the order of `MERREC_EVENT_NAMES`, or the names themselves), a
+  `user_id` column and possibly per-user scalar columns (e.g. the user clusters `user_cluster_*`);
+- an item-info parquet keyed by `item_id`, with the text columns (`title`, `tag`, `description`, ...)
+  and attribute columns (`tag`, `cluster_*`, `interact_count`, ...).
+
+`load_release` turns them into a `RecDataBundle`:
+
+- `sequences`: each user's events sorted by (timestamp, event, item id) with a stable rule for ties;
+  exact duplicates (same item, timestamp and event) are dropped and counted (`duplicate_event`); rows
+  with the same `user_id` are merged;
+- `items`: every referenced item: `item_id`, `original_id`, `title` (the info's `title`, else empty)
+  and every other info column. Internal item ids follow the natural order of the release's ids (by
+  length, then value; numeric order for integers). Unlike the other loaders, items missing from the
+  item-info file are kept, as the release's own loader does, with empty text (counted as
+  `items_without_item_info_kept`);
+- `users`: `user_id`, `original_id` (the release's `user_id`, else the row number) and the file's
+  per-user scalar columns (from the user's first row);
+- `event_names`: given, or `MERREC_EVENT_NAMES` for `name="merrec"`, or the integers / the sorted
+  names found.
+
+Timestamps are integers in `timestamp_unit` (default seconds) or Arrow timestamps; they are stored in
+seconds. Nothing is filtered by default (`min_events=1`): the release's files are already filtered, and
+its training code's `> max(min_seq_len, 2 * eval_pred_len)` rule belongs to the evaluation split.
+
+Bad input: a missing file or column, a list column of another type, lists of different lengths in one
+row, an event id out of range or unknown, an unreadable file: `DataFormatError` naming the file and the
+column. Null users are skipped (`null_user_id`), null items, timestamps or events inside lists are
+skipped (`null_item_id`, `null_timestamp`, `null_event_id`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .merrec import MERREC_EVENT_ALIASES, MERREC_EVENT_NAMES
+from .prepare import (
+    SequenceBuilder,
+    UserCounter,
+    UserIndex,
+    WorkDir,
+    arrow_dataset,
+    check_columns,
+    int_column,
+    iter_parquet_batches,
+    iter_progress,
+    open_parquet,
+    read_parquet_table,
+    timestamps_to_microseconds,
+    user_keys,
+    users_dataset,
+)
+from .schema import DataFormatError, DropCounter, RecDataBundle
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["find_release_files", "input_files", "load_release", "load_release_dir"]
+
+LOADER_VERSION = "1"
+
+_UNIT_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def find_release_files(raw_dir: str | Path) -> tuple[Path, Path]:
+    """The sequence file (a list column `item_id`) and the item-info file (a scalar `item_id`) in a folder."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"release folder {raw_dir} does not exist")
+    seqs, infos = [], []
+    for path in sorted(raw_dir.rglob("*.parquet")):
+        schema = open_parquet(path).schema_arrow
+        if "item_id" not in schema.names:
+            continue
+        t = schema.field("item_id").type
+        (seqs if pa.types.is_list(t) or pa.types.is_large_list(t) else infos).append(path)
+    if len(seqs) != 1 or len(infos) != 1:
+        raise DataFormatError(
+            f"{raw_dir}: expected one sequence parquet (list column 'item_id') and one item-info parquet "
+            f"(scalar 'item_id'), found {len(seqs)} and {len(infos)}: {[p.name for p in seqs + infos]}"
+        )
+    return seqs[0], infos[0]
+
+
+def input_files(raw_dir: str | Path, **options) -> list[Path]:
+    """The files `load_release_dir` reads (for the cache fingerprint)."""
+    return list(find_release_files(raw_dir))
+
+
+def load_release_dir(
+    raw_dir: str | Path,
+    *,
+    release_name: str = "release",
+    event_names: Sequence[str] | None = None,
+    timestamp_unit: str = "s",
+    min_events: int = 1,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+    bucket_rows: int = 1_000_000,
+) -> RecDataBundle:
+    """`load_release` on the two parquet files found in `raw_dir` (see `find_release_files`).
+
+    Args:
+        raw_dir (`str` or `Path`): a folder with the release's sequence and item-info parquet files.
+        release_name (`str`, *optional*): the data set the files are for (`merrec`, `pixel8m`, `ebnerd`);
+            the bundle's name.
+        event_names, timestamp_unit, min_events, work_dir, progress, bucket_rows: see `load_release`.
+    """
+    seq_path, info_path = find_release_files(raw_dir)
+    return load_release(
+        seq_path,
+        info_path,
+        name=release_name,
+        event_names=event_names,
+        timestamp_unit=timestamp_unit,
+        min_events=min_events,
+        work_dir=work_dir,
+        progress=progress,
+        bucket_rows=bucket_rows,
+    )
+
+
+def _list_check(path: Path, schema: pa.Schema, column: str, families: tuple[str, ...]) -> None:
+    if column not in schema.names:
+        raise DataFormatError(f"{path}: missing column '{column}'")
+    t = schema.field(column).type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        raise DataFormatError(f"{path}: column '{column}' has type {t}, expected a list")
+    inner = t.value_type
+    ok = {
+        "integer": pa.types.is_integer(inner),
+        "string": pa.types.is_string(inner) or pa.types.is_large_string(inner),
+        "timestamp": pa.types.is_timestamp(inner),
+    }
+    if not any(ok[f] for f in families):
+        raise DataFormatError(
+            f"{path}: column '{column}' has type {t}, expected a list of {' or '.join(families)}"
+        )
+
+
+def _item_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None, pa.Array | None]:
+    """Item ids (integers or strings) as int64 keys, like `user_keys`."""
+    return user_keys(values)
+
+
+def load_release(
+    seq_path: str | Path,
+    item_info_path: str | Path,
+    *,
+    name: str = "release",
+    event_names: Sequence[str] | None = None,
+    timestamp_unit: str = "s",
+    min_events: int = 1,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+    bucket_rows: int = 1_000_000,
+    batch_rows: int = 2048,
+) -> RecDataBundle:
+    """Reads the release's processed parquet pair into a `RecDataBundle` (see the module docstring).
+
+    Args:
+        seq_path (`str` or `Path`): the sequence file (one row per user, list columns).
+        item_info_path (`str` or `Path`): the item-info file keyed by `item_id`.
+        name (`str`, *optional*): the bundle's name, e.g. `"merrec"` (which also sets the event names).
+        event_names (`Sequence[str]`, *optional*): names of the event ids, in order.
+        timestamp_unit (`str`, *optional*, defaults to `"s"`): unit of integer timestamps.
+        min_events (`int`, *optional*, defaults to 1): keep users with at least this many events.
+        work_dir (`str` or `Path`, *optional*): scratch folder (see `ggr_hf.data.merrec.load_merrec`).
+        progress (`bool`, *optional*, defaults to `True`): show progress bars.
+        bucket_rows (`int`, *optional*): rows per in-memory sorting bucket.
+        batch_rows (`int`, *optional*): sequence rows (users) read at a time in the first pass; the second
+            pass sizes its batches to about 2 million events from the average length seen.
+    """
+    seq_path, item_info_path = Path(seq_path), Path(item_info_path)
+    if timestamp_unit not in _UNIT_PER_SECOND:
+        raise ValueError(f"timestamp_unit must be one of {list(_UNIT_PER_SECOND)}, not {timestamp_unit!r}")
+    schema = open_parquet(seq_path).schema_arrow
+    _list_check(seq_path, schema, "item_id", ("integer", "string"))
+    _list_check(seq_path, schema, "timestamp", ("integer", "timestamp"))
+    has_events = "event_id" in schema.names
+    if has_events:
+        _list_check(seq_path, schema, "event_id", ("integer", "string"))
+    has_user = "user_id" in schema.names
+    if has_user:
+        check_columns(seq_path, schema, {"user_id": "integer or string"})
+    extra_columns = [
+        f.name
+        for f in schema
+        if f.name not in ("user_id", "item_id", "timestamp", "event_id")
+        and not (pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
+    ]
+    info_schema = open_parquet(item_info_path).schema_arrow
+    check_columns(item_info_path, info_schema, {"item_id": "integer or string"})
+    string_events = has_events and not pa.types.is_integer(schema.field("event_id").type.value_type)
+    if event_names is None and name.lower() == "merrec":
+        event_names = MERREC_EVENT_NAMES
+    drops = DropCounter()
+    work = WorkDir(work_dir)
+    try:
+        # Pass 1: events per user, the item vocabulary, and the event vocabulary when not given.
+        users, items = UserCounter(), UserCounter()
+        found_events: set = set()
+        max_event = -1
+        row = 0
+        columns = ["item_id"] + (["user_id"] if has_user else []) + (["event_id"] if has_events else [])
+        for batch in iter_progress(
+            iter_parquet_batches(seq_path, columns, batch_rows),
+            desc=f"{name}: count",
+            unit="batch",
+            progress=progress,
+        ):
+            lengths = pc.fill_null(pc.list_value_length(batch.column("item_id")), 0).to_numpy(
+                zero_copy_only=False
+            )
+            keys, valid, originals = _row_users(batch, has_user, row)
+            row += batch.num_rows
+            if valid is not None:
+                drops.add("null_user_id", int(lengths[~valid].sum()))
+                keys, lengths = keys[valid], lengths[valid]
+            users.add(keys, originals, weights=lengths.astype(np.int64))
+            flat = pc.list_flatten(batch.column("item_id")).drop_null()
+            ikeys, _, ioriginals = _item_keys(flat)
+            items.add(ikeys, ioriginals)
+            if has_events:
+                ev = pc.list_flatten(batch.column("event_id")).drop_null()
+                if string_events:
+                    found_events.update(pc.unique(ev).to_pylist())
+                elif len(ev):
+                    max_event = max(max_event, int(pc.max(ev).as_py()))
+        user_index = UserIndex.build(*users.result(), min_events=min_events, drops=drops)
+        item_index = UserIndex.build(*items.result(), min_events=1, drops=DropCounter())
+        del users, items
+        if has_events:
+            event_names, event_lookup = _event_vocabulary(
+                seq_path, event_names, string_events, found_events, max_event
+            )
+
+        # Pass 2: rows -> the grouping engine, item keys replaced by their natural rank.
+        per_second = _UNIT_PER_SECOND[timestamp_unit]
+        builder = SequenceBuilder(work.path / "buckets", user_index.counts, has_events=has_events,
+                                  ts_divisor=1_000_000, bucket_rows=bucket_rows)  # fmt: skip
+        extras: list[tuple[np.ndarray, pa.Table]] = []
+        columns = ["item_id", "timestamp"] + (["event_id"] if has_events else [])
+        columns += (["user_id"] if has_user else []) + extra_columns
+        # Rows are whole histories (MerRec's average thousands of events): batches of ~2M events.
+        events_per_row = max(int(user_index.counts.sum()) // max(len(user_index), 1), 1)
+        rows_per_batch = int(np.clip(2_000_000 // events_per_row, 16, 1 << 16))
+        row = 0
+        for batch in iter_progress(
+            iter_parquet_batches(seq_path, columns, rows_per_batch),
+            desc=f"{name}: read",
+            unit="batch",
+            progress=progress,
+        ):
+            keys, valid, _ = _row_users(batch, has_user, row)
+            row += batch.num_rows
+            rows, ranks = user_index.select(keys, valid)
+            if len(rows) == 0:
+                continue
+            if extra_columns:
+                extras.append(
+                    (ranks, pa.Table.from_batches([batch.select(extra_columns)]).take(pa.array(rows)))
+                )
+            _add_rows(seq_path, batch.take(pa.array(rows)), ranks, builder, item_index, drops, per_second,
+                      event_lookup if has_events else None)  # fmt: skip
+        result = builder.finish(min_events, drops, progress=progress)
+
+        items_table = _item_table(item_info_path, info_schema, item_index, result.item_keys, drops)
+        extra = _first_rows(extras, result.user_ranks) if extras else None
+        bundle = RecDataBundle(
+            name=name,
+            sequences=work.load_sequences(result),
+            items=arrow_dataset(items_table),
+            users=users_dataset(user_index, result, extra),
+            event_names=list(event_names) if has_events else None,
+            dropped=drops.as_dict(),
+        )
+    finally:
+        work.cleanup()
+    drops.log(name)
+    return bundle
+
+
+def _row_users(batch: pa.RecordBatch, has_user: bool, first_row: int):
+    if has_user:
+        return user_keys(batch.column("user_id"))
+    return np.arange(first_row, first_row + batch.num_rows, dtype=np.int64), None, None
+
+
+def _event_vocabulary(
+    path: Path, event_names: Sequence[str] | None, string_events: bool, found: set, max_event: int
+) -> tuple[list[str], dict | int]:
+    """The event names, and how to map the file's values (a dict for names, the count for integers)."""
+    if string_events:
+        names = list(event_names) if event_names is not None else sorted(v for v in found if v is not None)
+        lookup = {n: i for i, n in enumerate(names)}
+        if event_names is not None and tuple(event_names) == MERREC_EVENT_NAMES:
+            lookup.update({a: MERREC_EVENT_NAMES.index(t) for a, t in MERREC_EVENT_ALIASES.items()})
+        unknown = sorted(v for v in found if v is not None and v not in lookup)
+        if unknown:
+            raise DataFormatError(
+                f"{path}: column 'event_id' has unknown value(s) {unknown[:5]}; known: {names}"
+            )
+        return names, lookup
+    names = list(event_names) if event_names is not None else [str(i) for i in range(max_event + 1)]
+    if max_event >= len(names):
+        raise DataFormatError(
+            f"{path}: column 'event_id' has the value {max_event}, outside 0..{len(names) - 1} ({names})"
+        )
+    return names, len(names)
+
+
+def _add_rows(
+    path: Path,
+    batch: pa.RecordBatch,
+    ranks: np.ndarray,
+    builder: SequenceBuilder,
+    item_index: UserIndex,
+    drops: DropCounter,
+    per_second: int,
+    event_lookup: dict | int | None,
+) -> None:
+    items, times = batch.column("item_id"), batch.column("timestamp")
+    lengths = pc.fill_null(pc.list_value_length(items), 0).to_numpy(zero_copy_only=False)
+    others = [("timestamp", times)] + (
+        [("event_id", batch.column("event_id"))] if event_lookup is not None else []
+    )
+    for column, values in others:
+        if not np.array_equal(
+            lengths, pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+        ):
+            raise DataFormatError(f"{path}: columns 'item_id' and '{column}' differ in length in some row")
+    parents = pc.list_parent_indices(items).to_numpy()
+    flat_items = pc.list_flatten(items)
+    ikeys, item_valid, _ = _item_keys(flat_items)
+    item_ranks = item_index.lookup(ikeys)
+    flat_times = pc.list_flatten(times)
+    if pa.types.is_timestamp(flat_times.type):
+        ts, ts_valid = timestamps_to_microseconds(flat_times)
+    else:
+        ts, ts_valid = int_column(flat_times)
+        ts = ts * (1_000_000 // per_second) if per_second <= 1_000_000 else ts // (per_second // 1_000_000)
+    events, event_valid = None, None
+    if event_lookup is not None:
+        flat_events = pc.list_flatten(batch.column("event_id"))
+        if isinstance(event_lookup, dict):
+            names = list(event_lookup)
+            idx = pc.index_in(flat_events, value_set=pa.array(names, flat_events.type))
+            codes = np.array([event_lookup[n] for n in names], dtype=np.int64)
+            pos, event_valid = int_column(idx)
+            events = codes[pos] if len(codes) else pos
+            raw_valid = pc.is_valid(flat_events).to_numpy(zero_copy_only=False)
+            if event_valid is not None and (raw_valid & ~event_valid).any():
+                bad = flat_events.filter(pa.array(raw_valid & ~event_valid))[0].as_py()
+                raise DataFormatError(f"{path}: column 'event_id' has the unknown value {bad!r}")
+        else:
+            events, event_valid = int_column(flat_events)
+            if len(events) and (events.min() < 0 or events.max() >= event_lookup):
+                bad = int(events[(events < 0) | (events >= event_lookup)][0])
+                raise DataFormatError(
+                    f"{path}: column 'event_id' has the value {bad}, outside 0..{event_lookup - 1}"
+                )
+    flat_ranks = ranks[parents]
+    ok = None
+    for reason, mask in (
+        ("null_item_id", item_valid),
+        ("null_timestamp", ts_valid),
+        ("null_event_id", event_valid),
+    ):
+        if mask is None:
+            continue
+        bad = ~mask if ok is None else ok & ~mask
+        drops.add(reason, int(np.count_nonzero(bad)))
+        ok = mask if ok is None else ok & mask
+    if ok is not None:
+        keep = np.flatnonzero(ok)
+        flat_ranks, item_ranks, ts = flat_ranks[keep], item_ranks[keep], ts[keep]
+        events = events[keep] if events is not None else None
+    builder.add(flat_ranks, item_ranks, ts, None if events is None else events.astype(np.int8))
+
+
+def _item_table(
+    path: Path, schema: pa.Schema, item_index: UserIndex, item_ranks: np.ndarray, drops: DropCounter
+) -> pa.Table:
+    """The kept items (by natural rank) with the info file's columns; items without info get nulls."""
+    info = read_parquet_table(path, schema.names)
+    keys, valid, _ = _item_keys(info.column("item_id"))
+    ranks = item_index.lookup(keys)
+    if valid is not None:
+        ranks[~valid] = -1
+    # Position of each kept item's first info row.
+    where = np.full(len(item_index), -1, dtype=np.int64)
+    rows = np.flatnonzero(ranks >= 0)[::-1]  # reversed so that the first row is written last
+    where[ranks[rows]] = rows
+    pick = where[item_ranks]
+    missing = pick < 0
+    drops.add("items_without_item_info_kept", int(missing.sum()))
+    picked = info.take(pa.array(np.maximum(pick, 0), mask=missing) if len(pick) else pa.array([], pa.int64()))
+    columns = {
+        "item_id": pa.array(np.arange(1, len(item_ranks) + 1, dtype=np.int64)),
+        "original_id": item_index.original_ids.take(pa.array(item_ranks)),
+        "title": pc.fill_null(picked.column("title").cast(pa.string()), "")
+        if "title" in picked.column_names
+        else pa.array([""] * len(item_ranks), pa.string()),
+    }
+    for name in picked.column_names:
+        if name not in columns:
+            columns[name] = picked.column(name)
+    return pa.table(columns)
+
+
+def _first_rows(parts: list[tuple[np.ndarray, pa.Table]], user_ranks: np.ndarray) -> pa.Table:
+    """Per-user scalar columns, first row per user, in output order."""
+    ranks = np.concatenate([r for r, _ in parts])
+    table = pa.concat_tables([t for _, t in parts])
+    order = np.argsort(ranks, kind="stable")
+    ranks = ranks[order]
+    pos = np.minimum(np.searchsorted(ranks, user_ranks, side="left"), len(ranks) - 1)
+    found = ranks[pos] == user_ranks
+    return table.take(pa.array(np.where(found, order[pos], 0), mask=~found))
