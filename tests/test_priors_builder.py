@@ -98,11 +98,17 @@ def test_graph_clusters_are_saved_as_an_item_column():
     from ggr_hf.training.config import experiment_config_from_dict
     from ggr_hf.training.trainer import prepare_experiment
 
-    cfg = experiment_config_from_dict({
-        "data": {"dataset": "synthetic", "split_k": 2, "category_field": "item_cluster",
-                 "synthetic": {"num_users": 60, "num_items": 80, "num_categories": 4}},
-        "model": {"priors": [{"type": "graph", "seed": 0}]},
-    })
+    cfg = experiment_config_from_dict(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "split_k": 2,
+                "category_field": "item_cluster",
+                "synthetic": {"num_users": 60, "num_items": 80, "num_categories": 4},
+            },
+            "model": {"priors": [{"type": "graph", "seed": 0}]},
+        }
+    )
     exp = prepare_experiment(cfg)
     column = exp.bundle.items["item_cluster"]
     values = exp.priors.specs[0]["values"]

@@ -55,3 +55,42 @@ def test_ablation_spec_errors(tmp_path):
         load_ablation_spec(write_spec(tmp_path, [{"name": "x", "eval_of": "y"}]))
     with pytest.raises(ValueError, match="unknown key"):
         load_ablation_spec(write_spec(tmp_path, [{"name": "x"}], colour=1))
+
+
+def test_compare_prints_mostpop_and_both_models_per_split(tmp_path, capsys):
+    base = dict(BASE)
+    base["model"] = {**BASE["model"], "priors": [{"type": "item", "field": "genres"}]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(base))
+    out = tmp_path / "cmp"
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                str(path),
+                "--seeds",
+                "0",
+                "1",
+                "--split-ks",
+                "1",
+                "2",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| K=")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "MostPop (train popularity)",
+        "HSTU (n=2)",
+        "HSTU + item:genres (n=2)",
+    ] * 2
+    assert rows[0].startswith("| K=1 (leave-one-out)") and rows[3].startswith("| K=2")
+    assert "%)" in rows[2]  # relative change against HSTU
+    results = json.loads((out / "results.json").read_text())
+    recalls = [r["test"]["recall@10"] for r in results["runs"]["k2"]["models"]["HSTU"]]
+    mean = sum(recalls) / 2
+    assert f"{mean:.4f}" in rows[4]
