@@ -119,6 +119,9 @@ def build_model(exp: Experiment, seed: int | None = None) -> GGRForRecommendatio
         set_seed(seed)
     model = GGRForRecommendation(exp.model_config)
     apply_priors(model, exp.priors)
+    if hasattr(model.backbone, "prepare_from_items"):
+        # HLLM reads item text: tokenise the item table into the model (and load pretrained LLMs).
+        model.backbone.prepare_from_items(exp.bundle.items)
     return model
 
 
