@@ -119,7 +119,9 @@ class RecDataBundle:
             if any(b < a for a, b in zip(ts, ts[1:])):
                 raise DataFormatError(f"{self.name}: user {row['user_id']} timestamps are not sorted")
             if has_events and len(row["event_ids"]) != len(items):
-                raise DataFormatError(f"{self.name}: user {row['user_id']} column 'event_ids' has the wrong length")
+                raise DataFormatError(
+                    f"{self.name}: user {row['user_id']} column 'event_ids' has the wrong length"
+                )
 
     def save_to_disk(self, directory: str | Path) -> None:
         """Writes the bundle with `datasets.Dataset.save_to_disk`; a `bundle.json` marks it complete.
