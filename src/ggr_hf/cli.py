@@ -59,8 +59,8 @@ def _experiment_for_model(model_dir: Path, config_path: str | None, overrides: l
     return experiment_config_from_dict(apply_overrides(json.loads(saved.read_text()), overrides), str(saved))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ggr_hf.evaluation.evaluator import evaluate_model, evaluate_popularity
+def _load_model_and_data(args: argparse.Namespace):
+    """The saved model and its experiment (data, split, priors) rebuilt from `ggr_experiment.json`."""
     from ggr_hf.modeling_ggr import GGRForRecommendation
     from ggr_hf.training.trainer import prepare_experiment
 
@@ -68,7 +68,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _experiment_for_model(model_dir, args.config, args.set)
     exp = prepare_experiment(cfg)
     model = GGRForRecommendation.from_pretrained(str(model_dir))
-    _check_compatible(model, exp)
+    if model.config.num_items != exp.bundle.num_items:
+        raise ValueError(
+            f"the model has {model.config.num_items} items but the data set '{exp.bundle.name}' has "
+            f"{exp.bundle.num_items}; use the data it was trained on"
+        )
+    return cfg, exp, model.eval()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ggr_hf.evaluation.evaluator import evaluate_model, evaluate_popularity
+
+    cfg, exp, model = _load_model_and_data(args)
     rows = exp.split.test if args.split == "test" else exp.split.validation
     metrics = evaluate_model(
         model,
@@ -94,24 +105,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_compatible(model, exp) -> None:
-    if model.config.num_items != exp.bundle.num_items:
-        raise ValueError(
-            f"the model has {model.config.num_items} items but the data set '{exp.bundle.name}' has "
-            f"{exp.bundle.num_items}; evaluate on the data it was trained on"
-        )
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from ggr_hf.modeling_ggr import GGRForRecommendation
-    from ggr_hf.training.trainer import prepare_experiment
-
-    model_dir = Path(args.model)
-    cfg = _experiment_for_model(model_dir, args.config, args.set)
-    exp = prepare_experiment(cfg)
-    model = GGRForRecommendation.from_pretrained(str(model_dir))
-    _check_compatible(model, exp)
-    model.eval()
+    _, exp, model = _load_model_and_data(args)
     bundle = exp.bundle
     user_table = bundle.users
     originals = [
