@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import safetensors.torch
 import torch
 from transformers import (
     AutoModel,
@@ -479,3 +480,35 @@ def test_standalone_backbone_round_trip_through_auto_model(tmp_path):
     assert isinstance(loaded, HLLMModel)
     assert torch.equal(loaded(HISTORY).last_hidden_state, states)
     assert torch.equal(loaded.all_item_embeddings(), model.all_item_embeddings())
+
+
+def test_heads_artifact_works_on_an_hllm_backbone(tmp_path):
+    """The heads package is backbone-agnostic: genre heads saved from an HLLM model load back onto it."""
+    torch.manual_seed(0)
+    config = GGRConfig(
+        backbone_type="hllm",
+        backbone_config=hllm_config("qwen2"),
+        num_items=NUM_ITEMS,
+        num_negatives=6,
+        priors=[{"type": "item", "field": "genres", "values": ["x", "y"]}],
+    )
+    model = GGRForRecommendation(config)
+    model.backbone.set_item_texts(item_texts(model.backbone.config), tokenizer_for(model.backbone.config))
+    membership = torch.zeros(NUM_ITEMS + 1, 2, dtype=torch.bool)
+    membership[1 : NUM_ITEMS // 2 + 1, 0] = True
+    membership[NUM_ITEMS // 2 :, 1] = True
+    model.set_item_groups("genres", membership)
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.normal_(0, 0.3)
+    model.eval()
+    scores, heads = model.score_items(HISTORY)
+    model.save_pretrained(tmp_path / "full")
+    model.save_heads(tmp_path / "heads", base_model_name_or_path=str(tmp_path / "full"))
+    assert not any(
+        k.startswith("backbone.")
+        for k in safetensors.torch.load_file(tmp_path / "heads" / "model.safetensors")
+    )
+    loaded = GGRForRecommendation.from_pretrained(tmp_path / "heads").eval()
+    again, heads2 = loaded.score_items(HISTORY)
+    assert torch.equal(again, scores) and torch.equal(heads2, heads)
