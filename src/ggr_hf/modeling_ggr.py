@@ -16,7 +16,7 @@ from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
 from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
 from ggr_hf.losses import infonce_loss, offset_weights, sample_negatives
-from ggr_hf.models.hstu.modeling_hstu import HSTUModel
+from ggr_hf.models.hstu.modeling_hstu import HSTUModel, default_query_timestamps
 
 BACKBONE_MODELS: dict[str, type[PreTrainedModel]] = {"hstu": HSTUModel}
 
@@ -427,8 +427,6 @@ class GGRForRecommendation(GGRPreTrainedModel):
         q_ts = None
         if query_timestamps is not None and timestamps is not None:
             # The request time applies to the last real position; earlier positions use the next event.
-            from ggr_hf.models.hstu.modeling_hstu import default_query_timestamps
-
             q_ts = default_query_timestamps(timestamps, attention_mask).clone()
             q_ts[torch.arange(len(lengths)), lengths - 1] = query_timestamps.to(q_ts.dtype)
         hidden = self.backbone(

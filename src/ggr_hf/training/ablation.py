@@ -33,17 +33,12 @@ import numpy as np
 import yaml
 
 from ggr_hf.evaluation.evaluator import evaluate_model, evaluate_popularity
+from ggr_hf.training.compare import TABLE_METRICS as METRICS
+from ggr_hf.training.compare import _slug
 from ggr_hf.training.config import ExperimentConfig, apply_overrides, experiment_config_from_dict
 from ggr_hf.training.trainer import build_model, prepare_experiment, train
 
 logger = logging.getLogger(__name__)
-
-METRICS = (
-    ("recall@10", "Recall@10"),
-    ("ndcg@10", "NDCG@10"),
-    ("entropy@10", "H@10"),
-    ("new_interest_recall@10", "NI-Recall@10"),
-)
 
 
 @dataclass
@@ -177,10 +172,6 @@ def _record(seed: int, test: dict, model, best_epoch: int, seconds: float) -> di
         "best_epoch": best_epoch,
         "seconds": seconds,
     }
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
