@@ -1,7 +1,10 @@
 """Registration of ggr-hf's model types with transformers' Auto classes.
 
-After `import ggr_hf` (whose `__init__` imports this module), `AutoConfig.from_pretrained` and
-`AutoModel.from_pretrained` load GGR models and their backbones without `trust_remote_code`:
+After `import ggr_hf.auto`, or the first access of a class through the package
+(`from ggr_hf import GGRForRecommendation`, `ggr_hf.GGRConfig`, ...), `AutoConfig.from_pretrained` and
+`AutoModel.from_pretrained` load GGR models and their backbones without `trust_remote_code`. A bare
+`import ggr_hf` registers nothing: it stays free of torch and transformers so that the data commands
+start fast.
 
 | `model_type` | config | model |
 |---|---|---|

@@ -19,8 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-from ggr_hf.hub import HEADS_MODEL_TYPE, read_config_dict
-
 logger = logging.getLogger(__name__)
 
 
@@ -126,6 +124,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
+    from ggr_hf.hub import HEADS_MODEL_TYPE, read_config_dict
     from ggr_hf.modelcard import build_model_card
 
     model = Path(args.model)

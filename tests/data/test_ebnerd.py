@@ -320,3 +320,22 @@ def test_wrong_dtype_and_truncated_file(raw):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataFormatError, match="history.parquet"):
         load_ebnerd(raw, progress=False)
+
+
+def test_non_utf8_title_and_topics_are_repaired_and_counted(raw, caplog):
+    path = raw / "articles.parquet"
+    table = pq.read_table(path)
+    titles = [b"Politi \xffefterlyser", b"Superliga", b"Ny regering", b"Quiz", b"dup"]
+    table = table.set_column(1, "title", pa.array(titles, pa.binary()).view(pa.string()))
+    topics = pa.ListArray.from_arrays(
+        pa.array([0, 1, 3, 3, 4, 4]),
+        pa.array([b"Krimi", b"Sport", b"Fod\xc3", b"Under"], pa.binary()).view(pa.string()),
+    )
+    table = table.set_column(table.schema.get_field_index("topics"), "topics", topics)
+    pq.write_table(table, path)
+    bundle = load_ebnerd(raw, min_events=2, progress=False)
+    assert bundle.items["title"][0] == "Politi \ufffdefterlyser"
+    assert bundle.items["topics"][1] == ["Sport", "Fod\ufffd"]
+    assert bundle.items["text"][1] == "Superliga\nTopics: Sport, Fod\ufffd"
+    assert bundle.dropped["non_utf8_text_replaced"] == 2
+    assert str(path) in caplog.text and "'title'" in caplog.text and "'topics'" in caplog.text

@@ -184,6 +184,28 @@ def test_unknown_event_type_is_an_error_naming_file_column_and_value(raw):
     assert bundle.sequences[0]["item_ids"] == [1, 3, 2]
 
 
+def _with_bad_bytes(table: pa.Table, column: str, values: list[bytes | None]) -> pa.Table:
+    """`table` with `column` replaced by string values holding the given raw bytes (not checked)."""
+    bad = pa.array(values, pa.binary()).view(pa.string())
+    return table.set_column(table.schema.get_field_index(column), column, bad)
+
+
+def test_non_utf8_titles_are_repaired_counted_and_logged(tmp_path, caplog):
+    rows = [event(1, S, "item_view", 5), event(1, 2 * S, "item_view", 6), event(1, 3 * S, "item_view", 5)]
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = _with_bad_bytes(table, "name", [b"Air \xff Max", b"fine", b"later \xfe"])
+    table = _with_bad_bytes(table, "c2_name", [b"Sneak\xc3", b"Bags", b"x"])
+    path = tmp_path / "m" / "20230501" / "a.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    bundle = load_merrec(tmp_path / "m", min_events=1, progress=False)
+    # Only first-seen rows give item attributes: item 5's title and category, item 6's are fine.
+    assert bundle.items["title"] == ["Air \ufffd Max", "fine"]
+    assert bundle.items["category_name"] == ["Sneak\ufffd", "Bags"]
+    assert bundle.dropped == {"non_utf8_text_replaced": 2}  # name and c2_name of item 5
+    assert str(path) in caplog.text and "'name'" in caplog.text
+
+
 def test_null_time_and_event_are_counted(tmp_path):
     rows = [event(1, S, "item_view", 5), event(1, None, "item_view", 6), event(1, 2 * S, None, 7)]
     write_shard(tmp_path / "m" / "a.parquet", rows)

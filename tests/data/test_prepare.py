@@ -423,3 +423,36 @@ def test_prepare_refuses_to_cache_an_empty_data_set(tmp_path):
     with pytest.raises(DataFormatError, match="no user is left"):
         prepare_dataset("merrec", raw, out, progress=False)  # the paper's 2000 events: nobody here
     assert not out.exists()
+
+
+def test_keep_valid_counts_each_row_once_under_its_first_failing_reason():
+    drops = DropCounter()
+    null_item = np.array([True, False, True, False, True])
+    null_time = np.array([True, False, False, True, True])
+    ok = prep.keep_valid([("null_item", null_item), ("all_fine", None), ("null_time", null_time)], drops)
+    # Row 1 fails both checks and counts under the first; row 2 fails only the second; row 3 only the first.
+    assert ok.tolist() == [True, False, False, False, True]
+    assert drops.as_dict() == {"null_item": 2, "null_time": 1}
+    assert prep.keep_valid([("x", None)], drops) is None
+
+
+def test_repair_utf8_fixes_strings_and_lists_and_keeps_nulls(tmp_path):
+    strings = pa.array([b"ok", None, b"b\xffd"], pa.binary()).view(pa.string())
+    lists = pa.ListArray.from_arrays(
+        pa.array([0, 2, 2, 3]),
+        pa.array([b"a", b"\xfe", b"c"], pa.binary()).view(pa.string()),
+        mask=pa.array([False, True, False]),
+    )
+    # Dictionary-encoded text (how loaders read low-cardinality columns) counts rows, not entries.
+    dictionary = pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1], pa.int32())[:3], strings[::2])
+    table = pa.table({"s": strings, "l": lists, "n": [1, 2, 3], "d": dictionary})
+    drops = DropCounter()
+    fixed = prep.repair_utf8(table, tmp_path / "f.parquet", drops)
+    assert fixed.column("s").to_pylist() == ["ok", None, "b\ufffdd"]
+    assert fixed.column("l").to_pylist() == [["a", "\ufffd"], None, ["c"]]
+    assert fixed.column("d").to_pylist() == ["b\ufffdd", "ok", None]
+    assert fixed.column("n").to_pylist() == [1, 2, 3] and fixed.schema == table.schema
+    assert drops.as_dict() == {"non_utf8_text_replaced": 3}
+    # Valid text is returned as is, with nothing counted.
+    again = DropCounter()
+    assert prep.repair_utf8(fixed, tmp_path / "f.parquet", again).equals(fixed) and not again.as_dict()

@@ -113,3 +113,14 @@ def test_release_through_prepare(tmp_path, merrec_release):
     assert (
         bundle.name == "merrec" and bundle.num_users == 3 and bundle.event_names == list(MERREC_EVENT_NAMES)
     )
+
+
+def test_non_utf8_item_info_text_is_repaired_and_counted(tmp_path, merrec_release):
+    path = merrec_release / "merrec_2000_items.parquet"
+    info = pq.read_table(path)
+    bad = pa.array([b"three", b"f\xffve", b"eleven", b"unused"], pa.binary()).view(pa.string())
+    pq.write_table(info.set_column(1, "title", bad), path)
+    bundle = load_release(merrec_release / "merrec_2000.parquet", path, name="merrec", progress=False)
+    titles = dict(zip(bundle.items["original_id"], bundle.items["title"]))
+    assert titles == {"3": "three", "5": "f\ufffdve", "7": "", "11": "eleven"}
+    assert bundle.dropped["non_utf8_text_replaced"] == 1

@@ -472,7 +472,8 @@ def test_bf16_autocast_training_step_and_bf16_scores():
 
 
 def test_standalone_backbone_round_trip_through_auto_model(tmp_path):
-    # `import ggr_hf` (done by importing ggr_hf.models.hllm) registers model_type "hllm" with AutoModel.
+    import ggr_hf.auto  # noqa: F401  (registers model_type "hllm" with AutoModel)
+
     model = make_hllm("qwen3", lora_item=True).eval()
     states = model(HISTORY).last_hidden_state
     model.save_pretrained(tmp_path)

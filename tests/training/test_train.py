@@ -60,6 +60,11 @@ def test_yaml_config_unknown_keys_and_overrides(tmp_path):
     path.write_text("data: {dataset: synthetic}\nmodel: {}\ntraining: {epochs: 2, learning_rate: 1e-3}\n")
     cfg = load_experiment_config(path, ["training.epochs=5", "model.fusion=mean"])
     assert cfg.training.epochs == 5 and cfg.training.learning_rate == 1e-3 and cfg.model["fusion"] == "mean"
+    # YAML reads a bare `no` as false; it still means accelerate's "no".
+    cfg = load_experiment_config(path, ["training.mixed_precision=no"])
+    assert cfg.training.mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision must be no, bf16 or fp16, got 'fp8'"):
+        load_experiment_config(path, ["training.mixed_precision=fp8"])
     path.write_text("training: {epoch: 2}\n")
     with pytest.raises(ValueError, match="unknown key\\(s\\) \\['epoch'\\] in section 'training'"):
         load_experiment_config(path)

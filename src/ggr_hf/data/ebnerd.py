@@ -55,7 +55,9 @@ Bad input, and what happens (counts in `bundle.dropped`, in this order):
 - null article id or click time inside a list: skipped, `null_article_id` / `null_impression_time`;
 - an article id missing from `articles.parquet`: skipped, `article_not_in_articles`;
 - duplicate clicks (same user, article and time to the microsecond): skipped, `duplicate_event`;
-- a duplicated `article_id` row in `articles.parquet`: the first is kept, `duplicate_article_row`.
+- a duplicated `article_id` row in `articles.parquet`: the first is kept, `duplicate_article_row`;
+- article text that is not valid UTF-8 (`title`, `subtitle`, `topics`, `category_str`, ...): the bad
+  bytes become U+FFFD, counted (in values) as `non_utf8_text_replaced` and logged with the column.
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ from .prepare import (
     int_column,
     iter_parquet_batches,
     iter_progress,
+    keep_valid,
     open_parquet,
     prefetch,
     read_parquet_table,
+    repair_utf8,
     timestamps_to_microseconds,
     user_keys,
     users_dataset,
@@ -297,7 +301,8 @@ def load_ebnerd(
         result = builder.finish(min_events, drops, progress=progress)
 
         positions = np.searchsorted(article_keys, result.item_keys)
-        items = _item_table(articles.take(pa.array(positions)), result.item_keys, category_groups, drops)
+        kept_articles = repair_utf8(articles.take(pa.array(positions)), articles_path, drops)
+        items = _item_table(kept_articles, result.item_keys, category_groups, drops)
         extra = _user_attribute_table(user_attrs, result.user_ranks) if user_attrs else None
         bundle = RecDataBundle(
             name="ebnerd",
@@ -352,19 +357,16 @@ def _add_batch(
         ts_valid = None if row_valid is None else row_valid[parents]
     items, item_valid = int_column(flat_items)
     flat_ranks = ranks[parents]
-    ok = None
     pos = np.minimum(np.searchsorted(article_keys, items), max(len(article_keys) - 1, 0))
     known = article_keys[pos] == items if len(article_keys) else np.zeros(len(items), bool)
-    for reason, mask in (
-        ("null_article_id", item_valid),
-        ("null_impression_time", ts_valid),
-        ("article_not_in_articles", known),
-    ):
-        if mask is None:
-            continue
-        bad = ~mask if ok is None else ok & ~mask
-        drops.add(reason, int(np.count_nonzero(bad)))
-        ok = mask if ok is None else ok & mask
+    ok = keep_valid(
+        [
+            ("null_article_id", item_valid),
+            ("null_impression_time", ts_valid),
+            ("article_not_in_articles", known),
+        ],
+        drops,
+    )
     if ok is not None:
         keep = np.flatnonzero(ok)
         flat_ranks, items, ts = flat_ranks[keep], items[keep], ts[keep]

@@ -40,7 +40,10 @@ rule it breaks; the counts are in `bundle.dropped`):
   naming the file, the column and the values, unless `skip_unknown_events=True`, which skips and counts
   them as `unknown_event_id`;
 - duplicate events (same user, item, `stime` to the microsecond, and event type): all but the first
-  are skipped, `duplicate_event`.
+  are skipped, `duplicate_event`;
+- text that is not valid UTF-8 in a kept item's attributes (`name`, the category names, the
+  `item_columns`): the bad bytes become U+FFFD, counted (in values) as `non_utf8_text_replaced` and
+  logged with the file and column.
 """
 
 from __future__ import annotations
@@ -66,9 +69,11 @@ from .prepare import (
     int_column,
     iter_parquet_batches,
     iter_progress,
+    keep_valid,
     open_parquet,
     prefetch,
     release_memory,
+    repair_utf8,
     timestamps_to_microseconds,
     type_family,
     user_keys,
@@ -314,7 +319,8 @@ def _add_batch(
 ) -> None:
     events, event_valid, unknown = _event_codes(batch.column("event_id"))
     if unknown is not None and not skip_unknown_events:
-        values = pc.unique(batch.column("event_id").filter(pa.array(unknown))).cast(pa.string()).to_pylist()
+        unique = pc.unique(batch.column("event_id").filter(pa.array(unknown))).cast(pa.binary())
+        values = [v.decode("utf-8", errors="replace") for v in unique.to_pylist()]
         raise DataFormatError(
             f"{path}: column 'event_id' has unknown value(s) {values[:5]} in {int(unknown.sum())} row(s); "
             f"known: {list(MERREC_EVENT_NAMES)}; pass skip_unknown_events=True (--skip-unknown-events) "
@@ -330,18 +336,15 @@ def _add_batch(
     item_keys, ts, events = item_keys[rows], ts[rows], events[rows]
     item_valid = None if item_valid is None else item_valid[rows]
     ts_valid = None if ts_valid is None else ts_valid[rows]
-    ok = None
-    for reason, valid in (
-        ("null_item_id", item_valid),
-        ("null_stime", ts_valid),
-        ("null_event_id", None if event_valid is None else event_valid[rows]),
-        ("unknown_event_id", None if unknown is None else ~unknown[rows]),
-    ):
-        if valid is None:
-            continue
-        bad = ~valid if ok is None else ok & ~valid
-        drops.add(reason, int(np.count_nonzero(bad)))
-        ok = valid if ok is None else ok & valid
+    ok = keep_valid(
+        [
+            ("null_item_id", item_valid),
+            ("null_stime", ts_valid),
+            ("null_event_id", None if event_valid is None else event_valid[rows]),
+            ("unknown_event_id", None if unknown is None else ~unknown[rows]),
+        ],
+        drops,
+    )
     if ok is not None:
         keep = np.flatnonzero(ok)
         rows, ranks, item_keys, ts, events = rows[keep], ranks[keep], item_keys[keep], ts[keep], events[keep]
@@ -350,6 +353,7 @@ def _add_batch(
         return
     # The attributes of items seen for the first time: their first row, in file order.
     picked = batch.select(["name", *CATEGORY_COLUMNS, *item_columns]).take(pa.array(new_rows))
+    picked = repair_utf8(pa.Table.from_batches([picked]), path, drops)
     strings = {c: picked.column(c).cast(pa.string()) for c in ("name", *CATEGORY_COLUMNS)}
     table = pa.table(
         {

@@ -75,6 +75,7 @@ from .prepare import (
     arrow_dataset,
     hash_strings,
     iter_progress,
+    keep_valid,
     natural_order,
     prefetch,
     users_dataset,
@@ -444,18 +445,15 @@ def load_pixelrec(
                     users, items = batch.column("user_id"), batch.column("item_id")
                     ts = _to_int(path, "timestamp", batch.column("timestamp"))
                     item_index = pc.index_in(items, value_set=item_vocab)
-                    ok = None
-                    for reason, mask in (
-                        ("null_user_id", valid_mask(users)),
-                        ("null_item_id", valid_mask(items)),
-                        ("null_timestamp", valid_mask(ts)),
-                        ("item_not_in_item_info", valid_mask(item_index)),
-                    ):
-                        if mask is None:
-                            continue
-                        bad = ~mask if ok is None else ok & ~mask
-                        drops.add(reason, int(np.count_nonzero(bad)))
-                        ok = mask if ok is None else ok & mask
+                    ok = keep_valid(
+                        [
+                            ("null_user_id", valid_mask(users)),
+                            ("null_item_id", valid_mask(items)),
+                            ("null_timestamp", valid_mask(ts)),
+                            ("item_not_in_item_info", valid_mask(item_index)),
+                        ],
+                        drops,
+                    )
                     if ok is not None:
                         keep = pa.array(ok)
                         users, item_index, ts = users.filter(keep), item_index.filter(keep), ts.filter(keep)

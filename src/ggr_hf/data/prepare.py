@@ -78,6 +78,7 @@ __all__ = [
     "hash_strings",
     "int_column",
     "iter_parquet_batches",
+    "keep_valid",
     "KeyCoder",
     "natural_order",
     "open_parquet",
@@ -86,6 +87,7 @@ __all__ = [
     "print_summary",
     "read_parquet_table",
     "release_memory",
+    "repair_utf8",
     "SequenceBuilder",
     "summarize",
     "timestamps_to_microseconds",
@@ -188,6 +190,111 @@ def valid_mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     if array.null_count == 0:
         return None
     return pc.is_valid(array).to_numpy(zero_copy_only=False)
+
+
+def keep_valid(checks: Iterable[tuple[str, np.ndarray | None]], drops: DropCounter) -> np.ndarray | None:
+    """Combines row validity masks and counts each dropped row once, under the first reason it fails.
+
+    Args:
+        checks: `(reason, mask)` pairs in priority order; a mask is a boolean array `[num_rows]` (true:
+            the row is fine) or `None` when every row passes.
+        drops (`DropCounter`): receives the count per reason.
+
+    Returns:
+        The combined boolean mask `[num_rows]`, or `None` when every row passes every check.
+    """
+    ok = None
+    for reason, mask in checks:
+        if mask is None:
+            continue
+        bad = ~mask if ok is None else ok & ~mask
+        drops.add(reason, int(np.count_nonzero(bad)))
+        ok = mask if ok is None else ok & mask
+    return ok
+
+
+def _repair_utf8_array(array: pa.Array) -> tuple[pa.Array, int]:
+    """One text array (string, list of strings, dictionary of strings) with invalid UTF-8 replaced by
+    U+FFFD, and how many values changed."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        values, changed = _repair_utf8_array(array.values)
+        if not changed:
+            return array, 0
+        return type(array).from_arrays(array.offsets, values, mask=pc.is_null(array)), changed
+    if pa.types.is_dictionary(array.type):
+        dictionary, bad = _repair_utf8_values(array.dictionary)
+        if bad is None:
+            return array, 0
+        indices = pc.fill_null(array.indices, 0).to_numpy(zero_copy_only=False)
+        valid = pc.is_valid(array.indices).to_numpy(zero_copy_only=False)
+        changed = int(np.count_nonzero(bad[indices[valid]]))
+        return pa.DictionaryArray.from_arrays(array.indices, dictionary), changed
+    fixed, bad = _repair_utf8_values(array)
+    return fixed, 0 if bad is None else int(bad.sum())
+
+
+def _repair_utf8_values(array: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """A string array with invalid UTF-8 replaced, and the mask of the replaced values (None: all valid)."""
+    try:
+        array.validate(full=True)
+        return array, None
+    except pa.ArrowInvalid:
+        pass
+    # Only reached for a column that holds bad bytes: decode value by value.
+    raw = array.view(pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()).to_pylist()
+    out, bad = [], np.zeros(len(raw), dtype=bool)
+    for i, value in enumerate(raw):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(value.decode("utf-8", errors="replace"))
+            bad[i] = True
+    return pa.array(out, array.type), bad
+
+
+def _is_text_type(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _is_text_type(arrow_type.value_type)
+    if pa.types.is_dictionary(arrow_type):
+        return _is_text_type(arrow_type.value_type)
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def repair_utf8(table: pa.Table, path: Path, drops: DropCounter) -> pa.Table:
+    """Replaces invalid UTF-8 in the string columns of `table` by U+FFFD and counts the values repaired.
+
+    Parquet readers do not check that `string` columns hold UTF-8, so a bad title would only fail much
+    later, far from its file (when `datasets` or the user reads it). The check is one pass in C++ per
+    column; only a column that fails is decoded in Python. Repaired values are counted as
+    `non_utf8_text_replaced` (values, not rows dropped) and logged with the file and column.
+
+    Args:
+        table (`pa.Table`): rows read from `path`; string and list-of-string columns are checked.
+        path (`Path`): the file the rows came from, for the log.
+        drops (`DropCounter`): receives the count.
+
+    Returns:
+        `pa.Table`: `table`, with the repaired columns replaced.
+    """
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        if not _is_text_type(column.type):
+            continue
+        chunks, changed = [], 0
+        for chunk in column.chunks:
+            fixed, n = _repair_utf8_array(chunk)
+            chunks.append(fixed)
+            changed += n
+        if changed:
+            logger.warning(
+                "%s: column '%s' has %d value(s) that are not UTF-8; bad bytes replaced", path, name, changed
+            )
+            drops.add("non_utf8_text_replaced", changed)
+            table = table.set_column(i, name, pa.chunked_array(chunks, column.type))
+    return table
 
 
 def count_invalid(valid: np.ndarray | None) -> int:

@@ -30,7 +30,9 @@ its training code's `> max(min_seq_len, 2 * eval_pred_len)` rule belongs to the 
 Bad input: a missing file or column, a list column of another type, lists of different lengths in one
 row, an event id out of range or unknown, an unreadable file: `DataFormatError` naming the file and the
 column. Null users are skipped (`null_user_id`), null items, timestamps or events inside lists are
-skipped (`null_item_id`, `null_timestamp`, `null_event_id`).
+skipped (`null_item_id`, `null_timestamp`, `null_event_id`). Item-info text that is not valid UTF-8 has
+its bad bytes replaced by U+FFFD, counted (in values) as `non_utf8_text_replaced` and logged with the
+file and column.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ from .prepare import (
     int_column,
     iter_parquet_batches,
     iter_progress,
+    keep_valid,
     open_parquet,
     read_parquet_table,
+    repair_utf8,
     timestamps_to_microseconds,
     user_keys,
     users_dataset,
@@ -370,17 +374,9 @@ def _add_rows(
                     f"{path}: column 'event_id' has the value {bad}, outside 0..{event_lookup - 1}"
                 )
     flat_ranks = ranks[parents]
-    ok = None
-    for reason, mask in (
-        ("null_item_id", item_valid),
-        ("null_timestamp", ts_valid),
-        ("null_event_id", event_valid),
-    ):
-        if mask is None:
-            continue
-        bad = ~mask if ok is None else ok & ~mask
-        drops.add(reason, int(np.count_nonzero(bad)))
-        ok = mask if ok is None else ok & mask
+    ok = keep_valid(
+        [("null_item_id", item_valid), ("null_timestamp", ts_valid), ("null_event_id", event_valid)], drops
+    )
     if ok is not None:
         keep = np.flatnonzero(ok)
         flat_ranks, item_ranks, ts = flat_ranks[keep], item_ranks[keep], ts[keep]
@@ -405,6 +401,7 @@ def _item_table(
     missing = pick < 0
     drops.add("items_without_item_info_kept", int(missing.sum()))
     picked = info.take(pa.array(np.maximum(pick, 0), mask=missing) if len(pick) else pa.array([], pa.int64()))
+    picked = repair_utf8(picked, path, drops)
     columns = {
         "item_id": pa.array(np.arange(1, len(item_ranks) + 1, dtype=np.int64)),
         "original_id": item_index.original_ids.take(pa.array(item_ranks)),

@@ -58,7 +58,9 @@ class DropCounter:
 
     def log(self, source: str) -> None:
         for reason, n in sorted(self.counts.items()):
-            logger.warning("%s: dropped %d rows (%s)", source, n, reason)
+            # Reasons ending in `_kept` / `_replaced` count rows or values kept with a documented repair.
+            action = "kept %d with a repair" if reason.endswith(("_kept", "_replaced")) else "dropped %d rows"
+            logger.warning("%s: " + action + " (%s)", source, n, reason)
 
 
 @dataclass

@@ -124,6 +124,9 @@ class TrainingArguments:
             raise ValueError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if float(self.learning_rate) <= 0:
             raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.mixed_precision is False:
+            # YAML reads a bare `no` (as in `--set training.mixed_precision=no`) as false.
+            object.__setattr__(self, "mixed_precision", "no")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(
                 f"training.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"

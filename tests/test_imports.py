@@ -1,0 +1,58 @@
+"""The package's import contract: light `import ggr_hf`, lazy public classes, Auto registration on use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_data_command_line_does_not_load_torch_or_transformers():
+    # `ggr-hf data prepare` builds the whole parser; none of that may pull in the model stack.
+    out = _run(
+        """
+        import sys
+        import ggr_hf
+        import ggr_hf.data.cli, ggr_hf.data.merrec, ggr_hf.data.ebnerd, ggr_hf.data.pixelrec
+        from ggr_hf.cli import build_parser
+        build_parser().parse_args(["data", "prepare", "merrec", "--raw", "r", "--out", "o"])
+        print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+        """
+    )
+    assert out == "[]"
+
+
+def test_public_class_access_loads_it_and_registers_the_auto_classes():
+    out = _run(
+        """
+        import ggr_hf
+        from ggr_hf import GGRForRecommendation, HSTUConfig
+        from transformers import AutoConfig
+        from ggr_hf.modeling_ggr import GGRForRecommendation as direct
+        assert GGRForRecommendation is direct
+        assert "GGRConfig" in dir(ggr_hf)
+        print(AutoConfig.for_model("ggr").__class__.__name__, AutoConfig.for_model("hstu").__class__ is HSTUConfig)
+        """
+    )
+    assert out == "GGRConfig True"
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    out = _run(
+        """
+        import ggr_hf
+        try:
+            ggr_hf.NotAThing
+        except AttributeError as err:
+            print(err)
+        """
+    )
+    assert "NotAThing" in out
