@@ -5,11 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def _run(code: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip()
@@ -56,3 +61,18 @@ def test_unknown_attribute_is_an_attribute_error():
         """
     )
     assert "NotAThing" in out
+
+
+def test_a_shipped_backbone_type_works_in_a_fresh_process():
+    # Nothing imports ggr_hf.models.hllm here: naming backbone_type="hllm" must be enough.
+    out = _run(
+        """
+        from pathlib import Path
+        from ggr_hf.configuration_ggr import GGRConfig
+        from ggr_hf.training.config import load_experiment_config
+
+        cfg = load_experiment_config(Path("recipes/configs/ml100k_hllm_tiny.yaml"))
+        print(GGRConfig(num_items=10, **cfg.model).get_backbone_config().__class__.__name__)
+        """
+    )
+    assert out == "HLLMConfig"

@@ -19,9 +19,27 @@ PRIOR_WEIGHTING = ("frequency", "uniform")
 HEAD_INITS = ("zero", "trunc_normal")
 
 
+# Backbones shipped with ggr-hf whose modules register themselves on import. They are imported when
+# first named, so that `GGRConfig(backbone_type="hllm")` works whatever the user imported before.
+_SHIPPED_BACKBONE_MODULES = {"hllm": "ggr_hf.models.hllm"}
+
+
 def register_backbone_config(name: str, config_class: type[PretrainedConfig]) -> None:
     """Makes a backbone type available to `GGRConfig(backbone_type=name)`."""
     BACKBONE_CONFIGS[name] = config_class
+
+
+def ensure_backbone_registered(name: str) -> bool:
+    """Imports the module of a shipped backbone type that is not registered yet.
+
+    Returns:
+        `bool`: whether `name` is registered now.
+    """
+    if name not in BACKBONE_CONFIGS and name in _SHIPPED_BACKBONE_MODULES:
+        import importlib
+
+        importlib.import_module(_SHIPPED_BACKBONE_MODULES[name])
+    return name in BACKBONE_CONFIGS
 
 
 class GGRConfig(PretrainedConfig):
@@ -114,10 +132,9 @@ class GGRConfig(PretrainedConfig):
         exclude_history: bool = True,
         **kwargs,
     ):
-        if backbone_type not in BACKBONE_CONFIGS:
-            raise ValueError(
-                f"GGRConfig.backbone_type must be one of {sorted(BACKBONE_CONFIGS)}, got {backbone_type!r}"
-            )
+        if not ensure_backbone_registered(backbone_type):
+            known = sorted({*BACKBONE_CONFIGS, *_SHIPPED_BACKBONE_MODULES})
+            raise ValueError(f"GGRConfig.backbone_type must be one of {known}, got {backbone_type!r}")
         self.backbone_type = backbone_type
         config_cls = BACKBONE_CONFIGS[backbone_type]
         if isinstance(backbone_config, PretrainedConfig):

@@ -655,8 +655,10 @@ def _backbone_type_of(model_type: str) -> str:
 
 
 def _backbone_model_class(backbone_type: str) -> type[PreTrainedModel]:
+    from ggr_hf.configuration_ggr import ensure_backbone_registered
     from ggr_hf.modeling_ggr import BACKBONE_MODELS
 
+    ensure_backbone_registered(backbone_type)
     if backbone_type not in BACKBONE_MODELS:
         raise ValueError(
             f"no backbone model registered for {backbone_type!r}; known: {sorted(BACKBONE_MODELS)}"
