@@ -78,6 +78,7 @@ from .prepare import (
     keep_valid,
     natural_order,
     prefetch,
+    repair_utf8_values,
     users_dataset,
     valid_mask,
 )
@@ -257,22 +258,10 @@ def input_files(
 
 def _decode_text(column: pa.Array, drops: DropCounter) -> pa.Array:
     """Binary CSV text -> UTF-8 strings; invalid bytes become U+FFFD and are counted."""
-    try:
-        return column.cast(pa.string())
-    except pa.ArrowInvalid:
-        pass
-    out, bad = [], 0
-    for value in column.to_pylist():  # only for the rare column that has invalid bytes
-        if value is None:
-            out.append(None)
-            continue
-        try:
-            out.append(value.decode("utf-8"))
-        except UnicodeDecodeError:
-            out.append(value.decode("utf-8", errors="replace"))
-            bad += 1
-    drops.add("non_utf8_text_replaced", bad)
-    return pa.array(out, pa.string())
+    text, bad = repair_utf8_values(column)
+    if bad is not None:
+        drops.add("non_utf8_text_replaced", int(bad.sum()))
+    return text
 
 
 def _to_int(path: Path, name: str, column: pa.Array) -> pa.Array:

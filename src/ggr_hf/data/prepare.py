@@ -88,6 +88,7 @@ __all__ = [
     "read_parquet_table",
     "release_memory",
     "repair_utf8",
+    "repair_utf8_values",
     "SequenceBuilder",
     "summarize",
     "timestamps_to_microseconds",
@@ -222,19 +223,26 @@ def _repair_utf8_array(array: pa.Array) -> tuple[pa.Array, int]:
             return array, 0
         return type(array).from_arrays(array.offsets, values, mask=pc.is_null(array)), changed
     if pa.types.is_dictionary(array.type):
-        dictionary, bad = _repair_utf8_values(array.dictionary)
+        dictionary, bad = repair_utf8_values(array.dictionary)
         if bad is None:
             return array, 0
         indices = pc.fill_null(array.indices, 0).to_numpy(zero_copy_only=False)
         valid = pc.is_valid(array.indices).to_numpy(zero_copy_only=False)
         changed = int(np.count_nonzero(bad[indices[valid]]))
         return pa.DictionaryArray.from_arrays(array.indices, dictionary), changed
-    fixed, bad = _repair_utf8_values(array)
+    fixed, bad = repair_utf8_values(array)
     return fixed, 0 if bad is None else int(bad.sum())
 
 
-def _repair_utf8_values(array: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
-    """A string array with invalid UTF-8 replaced, and the mask of the replaced values (None: all valid)."""
+def repair_utf8_values(array: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """A string (or binary) array as strings with invalid UTF-8 replaced by U+FFFD.
+
+    Returns:
+        The string array, and the boolean mask `[len(array)]` of the replaced values (`None`: all valid).
+    """
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        # Same memory layout; the view is checked below instead of by a failing cast.
+        array = array.view(pa.large_string() if pa.types.is_large_binary(array.type) else pa.string())
     try:
         array.validate(full=True)
         return array, None
@@ -256,9 +264,11 @@ def _repair_utf8_values(array: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
 
 
 def _is_text_type(arrow_type: pa.DataType) -> bool:
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        return _is_text_type(arrow_type.value_type)
-    if pa.types.is_dictionary(arrow_type):
+    if (
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_dictionary(arrow_type)
+    ):
         return _is_text_type(arrow_type.value_type)
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
