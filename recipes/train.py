@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from ggr_hf.training.config import ExperimentConfig, load_experiment_config
-from ggr_hf.training.trainer import build_accelerator, prepare_experiment, run_experiment
+from ggr_hf.training.trainer import launch_experiment
 
 logger = logging.getLogger("ggr_hf.recipes.train")
 
@@ -63,31 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    accelerator = build_accelerator(cfg.training)
+    # The launchers (accelerate launch, torchrun) set RANK; the accelerator is built later, from the
+    # experiment's settings, so its state must not be created here first.
+    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-        format=f"[rank {accelerator.process_index}] %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
-    logger.info(
-        "%d process(es), %s, %d windows per process and step",
-        accelerator.num_processes,
-        accelerator.distributed_type,
-        cfg.training.batch_size,
-    )
-    try:
-        # Loading may fill a download or preprocessing cache: the main process goes first.
-        with accelerator.main_process_first():
-            exp = prepare_experiment(cfg)
-        out = run_experiment(cfg, exp=exp, test=not args.no_test, accelerator=accelerator)
-        if accelerator.is_main_process:
-            summary = {"output_dir": cfg.training.output_dir, "train": out["train"]}
-            summary["validation"] = out["validation"]
-            if "test" in out:
-                summary["test"] = {k: out["test"][k] for k in ("recall@10", "ndcg@10") if k in out["test"]}
-            print(json.dumps(summary, indent=2))
-    finally:
-        # Destroys the process group: without it a multi-process run exits with SIGABRT (-6).
-        accelerator.end_training()
+    out, is_main = launch_experiment(cfg, test=not args.no_test)
+    if is_main:
+        summary = {"output_dir": cfg.training.output_dir, "train": out["train"]}
+        summary["validation"] = out["validation"]
+        if "test" in out:
+            summary["test"] = {k: out["test"][k] for k in ("recall@10", "ndcg@10") if k in out["test"]}
+        print(json.dumps(summary, indent=2))
     return 0
 
 

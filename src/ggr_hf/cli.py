@@ -18,12 +18,16 @@ def _load_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ggr_hf.training.trainer import run_experiment
+    from ggr_hf.training.trainer import launch_experiment
 
     cfg = _load_config(args)
     if args.output_dir:
         cfg = cfg.replace(training={"output_dir": args.output_dir})
-    out = run_experiment(cfg)
+    # Also the entry point under `accelerate launch -m ggr_hf.cli train ...`: every process trains,
+    # the main one prints.
+    out, is_main = launch_experiment(cfg)
+    if not is_main:
+        return 0
     best = Path(cfg.training.output_dir) / "best"
     print(
         json.dumps(

@@ -130,6 +130,28 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert max_abs_diff(two, different) > 100 * TOLERANCE
 
 
+def test_the_train_command_runs_under_accelerate_launch(tmp_path):
+    # `accelerate launch -m ggr_hf.cli train`: both ranks train, the main one evaluates and prints once,
+    # and the run ends cleanly (exit 0, not SIGABRT from a process group left alive).
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(
+        yaml.safe_dump(tiny_config(tmp_path / "cli", max_steps=2, checkpoint_every_epochs=0))
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [
+        *(sys.executable, "-m", "accelerate.commands.launch"),
+        *("--config_file", str(CONFIGS / "ddp.yaml"), "--num_processes", "2"),
+        *("--main_process_port", str(free_port())),
+        *("-m", "ggr_hf.cli", "train", "--config", str(config_path)),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert proc.stdout.count('"best_model"') == 1
+    results = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert results["train"]["steps"] == 2 and "recall@10" in results["test"]
+    assert (tmp_path / "cli" / "best" / "model.safetensors").is_file()
+
+
 def test_resuming_from_a_checkpoint_continues_the_run(tmp_path):
     # Dropout on: the resumed run must also restore the RNG states.
     straight_cfg = experiment_config_from_dict(tiny_config(tmp_path / "straight", dropout=0.2, epochs=2))

@@ -456,6 +456,32 @@ def run_experiment(
     return out
 
 
+def launch_experiment(cfg: ExperimentConfig, test: bool = True) -> tuple[dict, bool]:
+    """`run_experiment` as the entry point of a run on one process or many (`accelerate launch`,
+    `torchrun`): builds the accelerator, loads the data main process first (it may fill a cache),
+    trains and evaluates, and always ends the run, which destroys the process group (without it a
+    multi-process run exits with SIGABRT).
+
+    Returns:
+        `tuple[dict, bool]`: `run_experiment`'s result (the same on every process) and whether this
+        process is the main one (the one that should print).
+    """
+    accelerator = build_accelerator(cfg.training)
+    logger.info(
+        "%d process(es), %s, %d windows per process and step",
+        accelerator.num_processes,
+        accelerator.distributed_type,
+        cfg.training.batch_size,
+    )
+    try:
+        with accelerator.main_process_first():
+            exp = prepare_experiment(cfg)
+        out = run_experiment(cfg, exp=exp, test=test, accelerator=accelerator)
+        return out, accelerator.is_main_process
+    finally:
+        accelerator.end_training()
+
+
 def _finish_on_main(
     cfg: ExperimentConfig, model: GGRForRecommendation, exp: Experiment, out: dict, test: bool
 ) -> None:
