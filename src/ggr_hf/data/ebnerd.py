@@ -76,7 +76,6 @@ from .prepare import (
     UserCounter,
     UserIndex,
     WorkDir,
-    arrow_dataset,
     check_columns,
     count_invalid,
     int_column,
@@ -89,7 +88,6 @@ from .prepare import (
     repair_utf8,
     timestamps_to_microseconds,
     user_keys,
-    users_dataset,
 )
 from .schema import DataFormatError, DropCounter, RecDataBundle
 
@@ -304,17 +302,9 @@ def load_ebnerd(
         kept_articles = repair_utf8(articles.take(pa.array(positions)), articles_path, drops)
         items = _item_table(kept_articles, result.item_keys, category_groups, drops)
         extra = _user_attribute_table(user_attrs, result.user_ranks) if user_attrs else None
-        bundle = RecDataBundle(
-            name="ebnerd",
-            sequences=work.load_sequences(result),
-            items=arrow_dataset(items),
-            users=users_dataset(index, result, extra),
-            dropped=drops.as_dict(),
-        )
+        return work.bundle("ebnerd", result, items, index, drops, user_columns=extra)
     finally:
         work.cleanup()
-    drops.log("ebnerd")
-    return bundle
 
 
 def _add_batch(

@@ -62,7 +62,6 @@ from .prepare import (
     UserCounter,
     UserIndex,
     WorkDir,
-    arrow_dataset,
     check_columns,
     count_invalid,
     family_target_type,
@@ -77,7 +76,6 @@ from .prepare import (
     timestamps_to_microseconds,
     type_family,
     user_keys,
-    users_dataset,
     valid_mask,
 )
 from .schema import DataFormatError, DropCounter, RecDataBundle
@@ -293,18 +291,9 @@ def load_merrec(
         )
         for name in item_table.column_names[1:]:
             items = items.append_column(name, item_table.column(name))
-        bundle = RecDataBundle(
-            name="merrec",
-            sequences=work.load_sequences(result),
-            items=arrow_dataset(items),
-            users=users_dataset(index, result),
-            event_names=list(MERREC_EVENT_NAMES),
-            dropped=drops.as_dict(),
-        )
+        return work.bundle("merrec", result, items, index, drops, event_names=MERREC_EVENT_NAMES)
     finally:
         work.cleanup()
-    drops.log("merrec")
-    return bundle
 
 
 def _add_batch(

@@ -72,14 +72,12 @@ from .prepare import (
     UserCounter,
     UserIndex,
     WorkDir,
-    arrow_dataset,
     hash_strings,
     iter_progress,
     keep_valid,
     natural_order,
     prefetch,
     repair_utf8_values,
-    users_dataset,
     valid_mask,
 )
 from .schema import DataFormatError, DropCounter, RecDataBundle
@@ -477,14 +475,6 @@ def load_pixelrec(
         columns["categories"] = _categories(
             pc.fill_null(picked.column("tag"), "").combine_chunks(), tags, tag_separator, drops
         )
-        bundle = RecDataBundle(
-            name=(variant or "pixelrec").lower(),
-            sequences=work.load_sequences(result),
-            items=arrow_dataset(pa.table(columns)),
-            users=users_dataset(index, result),
-            dropped=drops.as_dict(),
-        )
+        return work.bundle((variant or "pixelrec").lower(), result, pa.table(columns), index, drops)
     finally:
         work.cleanup()
-    drops.log("pixelrec")
-    return bundle

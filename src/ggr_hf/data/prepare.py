@@ -1125,6 +1125,39 @@ class WorkDir:
     def load_sequences(self, result: BuildResult) -> datasets.Dataset:
         return datasets.Dataset.from_file(str(result.sequences_path), in_memory=self.temporary)
 
+    def bundle(
+        self,
+        name: str,
+        result: BuildResult,
+        items: pa.Table,
+        users: UserIndex,
+        drops: DropCounter,
+        *,
+        user_columns: pa.Table | None = None,
+        event_names: Sequence[str] | None = None,
+    ) -> RecDataBundle:
+        """The loader's `RecDataBundle` from the grouping result, with the drop counts logged.
+
+        Args:
+            name (`str`): the data set's name.
+            result (`BuildResult`): `SequenceBuilder.finish`'s result.
+            items (`pa.Table`): the item table, one row per kept item in internal id order.
+            users (`UserIndex`): the user index the sequences were built with.
+            drops (`DropCounter`): everything skipped or repaired on the way.
+            user_columns (`pa.Table`, *optional*): extra user columns, one row per output user.
+            event_names (`Sequence[str]`, *optional*): the event types the `event_ids` index.
+        """
+        bundle = RecDataBundle(
+            name=name,
+            sequences=self.load_sequences(result),
+            items=arrow_dataset(items),
+            users=users_dataset(users, result, user_columns),
+            event_names=list(event_names) if event_names is not None else None,
+            dropped=drops.as_dict(),
+        )
+        drops.log(name)
+        return bundle
+
     def cleanup(self) -> None:
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -51,7 +51,6 @@ from .prepare import (
     UserCounter,
     UserIndex,
     WorkDir,
-    arrow_dataset,
     check_columns,
     int_column,
     iter_parquet_batches,
@@ -62,7 +61,6 @@ from .prepare import (
     repair_utf8,
     timestamps_to_microseconds,
     user_keys,
-    users_dataset,
 )
 from .schema import DataFormatError, DropCounter, RecDataBundle
 
@@ -280,18 +278,17 @@ def load_release(
 
         items_table = _item_table(item_info_path, info_schema, item_index, result.item_keys, drops)
         extra = _first_rows(extras, result.user_ranks) if extras else None
-        bundle = RecDataBundle(
-            name=name,
-            sequences=work.load_sequences(result),
-            items=arrow_dataset(items_table),
-            users=users_dataset(user_index, result, extra),
-            event_names=list(event_names) if has_events else None,
-            dropped=drops.as_dict(),
+        return work.bundle(
+            name,
+            result,
+            items_table,
+            user_index,
+            drops,
+            user_columns=extra,
+            event_names=event_names if has_events else None,
         )
     finally:
         work.cleanup()
-    drops.log(name)
-    return bundle
 
 
 def _row_users(batch: pa.RecordBatch, has_user: bool, first_row: int):
