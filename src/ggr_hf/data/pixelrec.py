@@ -176,6 +176,15 @@ def _header(path: Path) -> list[str]:
     return [h.strip() for h in next(csv.reader([text]), [])]
 
 
+def _checked_header(path: Path, required: Sequence[str]) -> list[str]:
+    """The header of `path`, which must name every `required` column."""
+    header = _header(path)
+    for column in required:
+        if column not in header:
+            raise DataFormatError(f"{path}: missing column '{column}'")
+    return header
+
+
 def find_pixelrec_files(
     raw_dir: str | Path,
     *,
@@ -288,10 +297,7 @@ def _read_item_info(paths: list[Path], drops: DropCounter) -> pa.Table:
     """All item-info rows, one per item id (first wins), sorted in natural id order."""
     tables = []
     for path in paths:
-        header = _header(path)
-        for column in _ITEM_REQUIRED:
-            if column not in header:
-                raise DataFormatError(f"{path}: missing column '{column}'")
+        header = _checked_header(path, _ITEM_REQUIRED)
         try:
             raw = pv.read_csv(
                 path,
@@ -361,10 +367,7 @@ def _categories(
 
 def _interaction_batches(path: Path, block_size: int):
     """Streams an interaction CSV as batches of (item_id, user_id, timestamp) strings."""
-    header = _header(path)
-    for column in INTERACTION_COLUMNS:
-        if column not in header:
-            raise DataFormatError(f"{path}: missing column '{column}'")
+    _checked_header(path, INTERACTION_COLUMNS)
     try:
         reader = pv.open_csv(
             path,
