@@ -282,7 +282,8 @@ def repair_utf8(table: pa.Table, path: Path, drops: DropCounter) -> pa.Table:
     `non_utf8_text_replaced` (values, not rows dropped) and logged with the file and column.
 
     Args:
-        table (`pa.Table`): rows read from `path`; string and list-of-string columns are checked.
+        table (`pa.Table`): rows read from `path`; string, list-of-string and dictionary-encoded string
+            columns are checked.
         path (`Path`): the file the rows came from, for the log.
         drops (`DropCounter`): receives the count.
 
