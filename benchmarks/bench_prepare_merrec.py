@@ -251,7 +251,7 @@ def raw_in_memory_bytes(paths: list[Path]) -> int:
 
 
 def import_ours():
-    from ggr_hf.data.cli import main
+    from ggr_hf.cli import main
 
     return main
 

@@ -406,7 +406,7 @@ def test_default_fetch_and_cache(tmp_path, fake_pip, monkeypatch):
     def parser_must_not_run(*args, **kwargs):
         raise AssertionError("the cached bundle should have been read")
 
-    monkeypatch.setattr(movielens, "_parse_recbole", parser_must_not_run)
+    monkeypatch.setattr(movielens, "read_recbole", parser_must_not_run)
     second = load_movielens(cache_dir=cache)
     check_common(second)
     assert second.items["title"] == first.items["title"]

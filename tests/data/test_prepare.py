@@ -15,20 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ggr_hf.data import prepare as prep
-from ggr_hf.data.cli import add_data_commands, main, run_data_command
-from ggr_hf.data.prepare import (
-    KeyCoder,
-    SequenceBuilder,
-    UserCounter,
-    UserIndex,
-    _sort_order,
-    check_bundle,
-    compute_fingerprint,
-    hash_strings,
-    natural_order,
-    prepare_dataset,
-)
+from ggr_hf.cli import main
+from ggr_hf.cli.data import add_parsers
+from ggr_hf.data import registry
+from ggr_hf.data.arrow_utils import hash_strings, keep_valid, natural_order, prefetch, repair_utf8
+from ggr_hf.data.cache import FINGERPRINT_FILE, compute_fingerprint, prepare_dataset
+from ggr_hf.data.engine import KeyCoder, SequenceBuilder, UserCounter, UserIndex, _sort_order
 from ggr_hf.data.schema import DataFormatError, DropCounter, RecDataBundle
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,12 +210,12 @@ def test_prepare_caches_and_rebuilds_when_raw_files_or_options_change(tmp_path, 
     _write_merrec(raw, ROWS)
     bundle = prepare_dataset("merrec", raw, out, min_events=2, progress=False)
     assert bundle.num_users == 2 and RecDataBundle.is_complete(out)
-    assert json.loads((out / prep.FINGERPRINT_FILE).read_text())["options"] == {"min_events": 2}
+    assert json.loads((out / FINGERPRINT_FILE).read_text())["options"] == {"min_events": 2}
     printed = capsys.readouterr().out
     assert "users" in printed and "interactions" in printed and "user_below_min_events" in printed
 
     calls = []
-    original = prep.DatasetSpec.load_function
+    original = registry.DatasetSpec.load_function
 
     def counting(self):
         fn = original(self)
@@ -236,7 +228,7 @@ def test_prepare_caches_and_rebuilds_when_raw_files_or_options_change(tmp_path, 
         return wrapped
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(prep.DatasetSpec, "load_function", counting)
+        mp.setattr(registry.DatasetSpec, "load_function", counting)
         prepare_dataset("merrec", raw, out, min_events=2, progress=False)
         assert calls == [] and "(cached)" in capsys.readouterr().out
         # Another option: rebuilt.
@@ -283,11 +275,11 @@ def test_failed_rebuild_keeps_the_previous_cache(tmp_path, monkeypatch):
     raw, out = tmp_path / "raw", tmp_path / "out"
     _write_merrec(raw, ROWS)
     prepare_dataset("merrec", raw, out, min_events=1, progress=False)
-    before = (out / prep.FINGERPRINT_FILE).read_text()
-    monkeypatch.setattr(prep, "check_bundle", lambda b: (_ for _ in ()).throw(RuntimeError("boom")))
+    before = (out / FINGERPRINT_FILE).read_text()
+    monkeypatch.setattr(RecDataBundle, "validate", lambda b: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         prepare_dataset("merrec", raw, out, min_events=2, progress=False)
-    assert (out / prep.FINGERPRINT_FILE).read_text() == before and RecDataBundle.is_complete(out)
+    assert (out / FINGERPRINT_FILE).read_text() == before and RecDataBundle.is_complete(out)
 
 
 def test_prepare_rejects_unknown_options_and_foreign_folders(tmp_path):
@@ -312,27 +304,27 @@ def test_fingerprint_lists_files_with_size_and_mtime(tmp_path):
     assert all(isinstance(f[1], int) and isinstance(f[2], int) for f in fp["files"])
 
 
-def test_check_bundle_rejects_broken_bundles():
+def test_validate_rejects_broken_bundles():
     good = RecDataBundle(
         name="t",
         sequences=datasets.Dataset.from_dict({"user_id": [0], "item_ids": [[1, 2]], "timestamps": [[5, 6]]}),
         items=datasets.Dataset.from_dict({"item_id": [1, 2], "original_id": ["a", "b"], "title": ["", ""]}),
     )
-    check_bundle(good)
+    good.validate()
     unsorted = RecDataBundle(
         name="t",
         sequences=datasets.Dataset.from_dict({"user_id": [0], "item_ids": [[1, 2]], "timestamps": [[6, 5]]}),
         items=good.items,
     )
     with pytest.raises(DataFormatError, match="timestamps"):
-        check_bundle(unsorted)
+        unsorted.validate()
     out_of_range = RecDataBundle(
         name="t",
         sequences=datasets.Dataset.from_dict({"user_id": [0], "item_ids": [[3]], "timestamps": [[1]]}),
         items=good.items,
     )
     with pytest.raises(DataFormatError, match="item_ids"):
-        check_bundle(out_of_range)
+        out_of_range.validate()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,10 +370,10 @@ def test_cli_reports_bad_input_and_wrong_flags(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_add_data_commands_plugs_into_a_parent_parser(tmp_path):
+def test_add_parsers_plugs_into_a_parent_parser(tmp_path):
     parser = argparse.ArgumentParser(prog="ggr-hf")
     sub = parser.add_subparsers(dest="command")
-    add_data_commands(sub)
+    add_parsers(sub)
     args = parser.parse_args(
         [
             "data",
@@ -397,11 +389,15 @@ def test_add_data_commands_plugs_into_a_parent_parser(tmp_path):
             "train,validation",
         ]
     )
-    assert args.func is run_data_command and args.min_events == 7 and args.splits == "train,validation"
+    assert (
+        args.run.__module__ == "ggr_hf.cli.data"
+        and args.min_events == 7
+        and args.splits == "train,validation"
+    )
 
 
 def test_prefetch_passes_items_errors_and_stops_early():
-    assert list(prep.prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
+    assert list(prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
 
     def failing():
         yield 1
@@ -409,10 +405,10 @@ def test_prefetch_passes_items_errors_and_stops_early():
 
     got = []
     with pytest.raises(DataFormatError, match="broken page"):
-        for x in prep.prefetch(failing()):
+        for x in prefetch(failing()):
             got.append(x)
     assert got == [1]
-    stream = prep.prefetch(iter(range(10**6)))
+    stream = prefetch(iter(range(10**6)))
     assert next(stream) == 0
     stream.close()  # the producer thread is released, not left blocked on a full queue
 
@@ -429,11 +425,11 @@ def test_keep_valid_counts_each_row_once_under_its_first_failing_reason():
     drops = DropCounter()
     null_item = np.array([True, False, True, False, True])
     null_time = np.array([True, False, False, True, True])
-    ok = prep.keep_valid([("null_item", null_item), ("all_fine", None), ("null_time", null_time)], drops)
+    ok = keep_valid([("null_item", null_item), ("all_fine", None), ("null_time", null_time)], drops)
     # Row 1 fails both checks and counts under the first; row 2 fails only the second; row 3 only the first.
     assert ok.tolist() == [True, False, False, False, True]
     assert drops.as_dict() == {"null_item": 2, "null_time": 1}
-    assert prep.keep_valid([("x", None)], drops) is None
+    assert keep_valid([("x", None)], drops) is None
 
 
 def test_repair_utf8_fixes_strings_and_lists_and_keeps_nulls(tmp_path):
@@ -447,7 +443,7 @@ def test_repair_utf8_fixes_strings_and_lists_and_keeps_nulls(tmp_path):
     dictionary = pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1], pa.int32())[:3], strings[::2])
     table = pa.table({"s": strings, "l": lists, "n": [1, 2, 3], "d": dictionary})
     drops = DropCounter()
-    fixed = prep.repair_utf8(table, tmp_path / "f.parquet", drops)
+    fixed = repair_utf8(table, tmp_path / "f.parquet", drops)
     assert fixed.column("s").to_pylist() == ["ok", None, "b\ufffdd"]
     assert fixed.column("l").to_pylist() == [["a", "\ufffd"], None, ["c"]]
     assert fixed.column("d").to_pylist() == ["b\ufffdd", "ok", None]
@@ -455,4 +451,4 @@ def test_repair_utf8_fixes_strings_and_lists_and_keeps_nulls(tmp_path):
     assert drops.as_dict() == {"non_utf8_text_replaced": 3}
     # Valid text is returned as is, with nothing counted.
     again = DropCounter()
-    assert prep.repair_utf8(fixed, tmp_path / "f.parquet", again).equals(fixed) and not again.as_dict()
+    assert repair_utf8(fixed, tmp_path / "f.parquet", again).equals(fixed) and not again.as_dict()

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ggr_hf.data.cli import main as data_main
+from ggr_hf.cli import main as data_main
 from ggr_hf.data.pixelrec import PIXELREC_CATEGORIES
+from ggr_hf.experiments.config import load_experiment_config
+from ggr_hf.experiments.experiment import prepare_experiment, run_experiment
 from ggr_hf.modeling_ggr import GGRForRecommendation
-from ggr_hf.training.config import load_experiment_config
-from ggr_hf.training.trainer import prepare_experiment, run_experiment
 
 from .test_ebnerd import ARTICLES, HISTORY, article, history_row
 from .test_ebnerd import write as write_table

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ggr_hf.data.cache import prepare_dataset
 from ggr_hf.data.merrec import MERREC_EVENT_NAMES
-from ggr_hf.data.prepare import prepare_dataset
 from ggr_hf.data.release import find_release_files, load_release, load_release_dir
 from ggr_hf.data.schema import DataFormatError
 

@@ -71,24 +71,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .prepare import (
-    SequenceBuilder,
-    UserCounter,
-    UserIndex,
-    WorkDir,
+from .arrow_utils import (
     check_columns,
     count_invalid,
     int_column,
-    iter_parquet_batches,
-    iter_progress,
     keep_valid,
+    list_lengths,
     open_parquet,
     prefetch,
     read_parquet_table,
     repair_utf8,
+    take_rows,
     timestamps_to_microseconds,
     user_keys,
 )
+from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
+from .pipeline import FirstRowPerUser, TwoPassLoader, count_user_batch
 from .schema import DataFormatError, DropCounter, RecDataBundle
 
 logger = logging.getLogger(__name__)
@@ -249,62 +247,65 @@ def load_ebnerd(
         check_columns(path, open_parquet(path).schema_arrow, _HISTORY_COLUMNS)
     for path in behaviors:
         check_columns(path, open_parquet(path).schema_arrow, _BEHAVIOR_COLUMNS)
-    drops = DropCounter()
-    articles = _read_articles(articles_path, include_body, drops)
-    article_keys = articles.column("article_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    sources = [(p, "article_id_fixed") for p in histories] + [(p, "article_ids_clicked") for p in behaviors]
-    work = WorkDir(work_dir)
-    try:
-        # Pass 1: clicks per user, from the list lengths.
-        counter = UserCounter()
-        for path, list_column in iter_progress(
-            sources, desc="ebnerd: count clicks", unit="file", progress=progress
-        ):
-            for batch in iter_parquet_batches(path, ["user_id", list_column], batch_rows):
-                lengths = pc.fill_null(pc.list_value_length(batch.column(1)), 0).to_numpy(
-                    zero_copy_only=False
-                )
-                keys, valid, _ = user_keys(batch.column(0))
-                if valid is not None:
-                    drops.add("null_user_id", int(lengths[~valid].sum()))
-                    keys, lengths = keys[valid], lengths[valid]
-                counter.add(keys, weights=lengths.astype(np.int64))
-        index = UserIndex.build(*counter.result(), min_events=min_events, drops=drops)
-        del counter
+    loader = _EbnerdLoader(articles_path, histories, behaviors, include_body, category_groups, batch_rows)
+    return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
 
-        # Pass 2: the candidates' clicks -> the grouping engine.
-        builder = SequenceBuilder(work.path / "buckets", index.counts, has_events=False, ts_divisor=1_000_000,
-                                  bucket_rows=bucket_rows)  # fmt: skip
-        user_attrs: list[tuple[np.ndarray, pa.Table]] = []
-        seen_users = np.zeros(len(index), dtype=bool)
-        for path, list_column in iter_progress(
-            sources, desc="ebnerd: read clicks", unit="file", progress=progress
-        ):
+
+class _EbnerdLoader(TwoPassLoader):
+    name = "ebnerd"
+
+    def __init__(
+        self,
+        articles_path: Path,
+        histories: list[Path],
+        behaviors: list[Path],
+        include_body: bool,
+        category_groups: Mapping[str, str] | None,
+        batch_rows: int,
+    ) -> None:
+        super().__init__()
+        self.articles_path = articles_path
+        self.category_groups = category_groups
+        self.batch_rows = batch_rows
+        self.articles = _read_articles(articles_path, include_body, self.drops)
+        self.article_keys = self.articles.column("article_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        self.sources = [(p, "article_id_fixed") for p in histories] + [
+            (p, "article_ids_clicked") for p in behaviors
+        ]
+
+    def count_users(self, counter: UserCounter) -> None:
+        # Clicks per user, from the list lengths.
+        sources = [(path, ["user_id", list_column]) for path, list_column in self.sources]
+        for _, batch in self.parquet_batches(sources, self.batch_rows, desc="ebnerd: count clicks"):
+            count_user_batch(counter, batch.column(0), self.drops, weights=list_lengths(batch.column(1)))
+
+    def read_events(self, index: UserIndex, builder: SequenceBuilder) -> None:
+        self.user_attrs = FirstRowPerUser(len(index))
+        sources, attr_columns = [], {}
+        for path, list_column in self.sources:
             if list_column == "article_id_fixed":
-                columns = ["user_id", "impression_time_fixed", "article_id_fixed"]
+                sources.append((path, ["user_id", "impression_time_fixed", "article_id_fixed"]))
             else:
                 schema = open_parquet(path).schema_arrow
-                attr_columns = [c for c in _USER_ATTRIBUTES if c in schema.names]
-                columns = ["user_id", "impression_time", "article_ids_clicked", *attr_columns]
-            for batch in prefetch(iter_parquet_batches(path, columns, batch_rows)):
-                rows, ranks = _add_batch(path, batch, index, builder, article_keys, drops)
-                if list_column == "article_ids_clicked" and attr_columns and len(rows):
-                    # The first impression row of each user not seen yet.
-                    uniq, first = np.unique(ranks, return_index=True)
-                    new = ~seen_users[uniq]
-                    seen_users[uniq[new]] = True
-                    if new.any():
-                        picked = batch.select(attr_columns).take(pa.array(rows[first[new]]))
-                        user_attrs.append((uniq[new], pa.Table.from_batches([picked])))
-        result = builder.finish(min_events, drops, progress=progress)
+                attr_columns[path] = [c for c in _USER_ATTRIBUTES if c in schema.names]
+                sources.append(
+                    (path, ["user_id", "impression_time", "article_ids_clicked", *attr_columns[path]])
+                )
+        for path, batch in prefetch(
+            self.parquet_batches(sources, self.batch_rows, desc="ebnerd: read clicks")
+        ):
+            rows, ranks = _add_batch(path, batch, index, builder, self.article_keys, self.drops)
+            if attr_columns.get(path) and len(rows):
+                # The user columns of the user's first impression row.
+                self.user_attrs.add(ranks, rows, batch.select(attr_columns[path]))
 
-        positions = np.searchsorted(article_keys, result.item_keys)
-        kept_articles = repair_utf8(articles.take(pa.array(positions)), articles_path, drops)
-        items = _item_table(kept_articles, result.item_keys, category_groups, drops)
-        extra = _user_attribute_table(user_attrs, result.user_ranks) if user_attrs else None
-        return work.bundle("ebnerd", result, items, index, drops, user_columns=extra)
-    finally:
-        work.cleanup()
+    def item_table(self, result: BuildResult) -> pa.Table:
+        positions = np.searchsorted(self.article_keys, result.item_keys)
+        kept_articles = repair_utf8(self.articles.take(pa.array(positions)), self.articles_path, self.drops)
+        return _item_table(kept_articles, result.item_keys, self.category_groups, self.drops)
+
+    def user_table(self, result: BuildResult) -> pa.Table | None:
+        return self.user_attrs.table(result.user_ranks)
 
 
 def _add_batch(
@@ -325,8 +326,7 @@ def _add_batch(
     if history:
         clicks = batch.column("article_id_fixed").take(take)
         times = batch.column("impression_time_fixed").take(take)
-        len_clicks = pc.fill_null(pc.list_value_length(clicks), 0).to_numpy(zero_copy_only=False)
-        len_times = pc.fill_null(pc.list_value_length(times), 0).to_numpy(zero_copy_only=False)
+        len_clicks, len_times = list_lengths(clicks), list_lengths(times)
         if not np.array_equal(len_clicks, len_times):
             bad = int(np.flatnonzero(len_clicks != len_times)[0])
             user = batch.column("user_id")[int(rows[bad])].as_py()
@@ -357,9 +357,7 @@ def _add_batch(
         ],
         drops,
     )
-    if ok is not None:
-        keep = np.flatnonzero(ok)
-        flat_ranks, items, ts = flat_ranks[keep], items[keep], ts[keep]
+    flat_ranks, items, ts = take_rows(ok, flat_ranks, items, ts)
     builder.add(flat_ranks, items, ts)
     return rows, ranks
 
@@ -427,15 +425,3 @@ def _item_table(
     if "body" in articles.column_names:
         columns["body"] = articles.column("body").cast(pa.string())
     return pa.table(columns)
-
-
-def _user_attribute_table(parts: list[tuple[np.ndarray, pa.Table]], user_ranks: np.ndarray) -> pa.Table:
-    """User columns in output order; users without a behaviors row get nulls."""
-    ranks = np.concatenate([r for r, _ in parts])
-    table = pa.concat_tables([t for _, t in parts])
-    order = np.argsort(ranks)
-    ranks = ranks[order]
-    pos = np.minimum(np.searchsorted(ranks, user_ranks), len(ranks) - 1)
-    found = ranks[pos] == user_ranks
-    index = pa.array(np.where(found, order[pos], 0), mask=~found)
-    return table.take(index)

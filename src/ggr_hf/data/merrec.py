@@ -20,7 +20,7 @@ What `load_merrec` builds:
 The paper keeps users with at least 2000 events ("merrec_2000"): `min_events=2000` is the default.
 
 Scale: the full data set is 1.27 billion events in about 1,800 shards. The loader never holds more than
-one batch of one shard plus one bucket of the grouping engine (see `ggr_hf.data.prepare`):
+one batch of one shard plus one bucket of the grouping engine (see `ggr_hf.data.engine`):
 
 1. every shard's schema is checked first (footers only), so a bad shard fails in seconds, not hours;
 2. pass 1 reads `user_id` only and counts events per user; users under `min_events` are dropped here;
@@ -56,29 +56,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .prepare import (
-    AttributeCollector,
-    SequenceBuilder,
-    UserCounter,
-    UserIndex,
-    WorkDir,
+from .arrow_utils import (
     check_columns,
-    count_invalid,
     family_target_type,
     int_column,
-    iter_parquet_batches,
-    iter_progress,
     keep_valid,
     open_parquet,
     prefetch,
-    release_memory,
     repair_utf8,
+    take_rows,
     timestamps_to_microseconds,
     type_family,
     user_keys,
     valid_mask,
 )
-from .schema import DataFormatError, DropCounter, RecDataBundle
+from .engine import AttributeCollector, BuildResult, SequenceBuilder, UserCounter, UserIndex
+from .pipeline import TwoPassLoader, count_user_batch
+from .schema import DataFormatError, RecDataBundle
 
 logger = logging.getLogger(__name__)
 
@@ -224,64 +218,66 @@ def load_merrec(
     Returns:
         `RecDataBundle` named `"merrec"`, with `event_names = MERREC_EVENT_NAMES`.
     """
-    shards = find_shards(raw_dir)
-    item_columns = [c for c in item_columns if c not in ("name", *CATEGORY_COLUMNS)]
-    families = _check_schemas(shards, item_columns)
-    drops = DropCounter()
-    work = WorkDir(work_dir)
-    try:
-        # Pass 1: events per user, from the user column alone.
-        counter = UserCounter()
-        for path in iter_progress(shards, desc="merrec: count users", unit="shard", progress=progress):
-            # One narrow column: bigger batches mean fewer partial aggregations to merge.
-            for batch in iter_parquet_batches(path, ["user_id"], 4 * batch_rows):
-                keys, valid, originals = user_keys(batch.column(0))
-                drops.add("null_user_id", count_invalid(valid))
-                counter.add(keys if valid is None else keys[valid], originals)
-        index = UserIndex.build(*counter.result(), min_events=min_events, drops=drops)
-        del counter
-        release_memory()
-        logger.info("merrec: %d users have at least %d raw events", len(index), min_events)
+    loader = _MerRecLoader(find_shards(raw_dir), skip_unknown_events, item_columns, batch_rows)
+    return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
 
-        # Pass 2: the candidates' events -> the grouping engine; first-seen item attributes aside.
-        builder = SequenceBuilder(
-            work.path / "buckets",
-            index.counts,
-            has_events=True,
-            ts_divisor=1_000_000,
-            bucket_rows=bucket_rows,
-        )
+
+class _MerRecLoader(TwoPassLoader):
+    name = "merrec"
+    has_events = True
+
+    def __init__(
+        self,
+        shards: list[Path],
+        skip_unknown_events: bool,
+        item_columns: Sequence[str],
+        batch_rows: int,
+    ) -> None:
+        super().__init__()
+        self.shards = shards
+        self.skip_unknown_events = skip_unknown_events
+        self.item_columns = [c for c in item_columns if c not in ("name", *CATEGORY_COLUMNS)]
+        self.families = _check_schemas(shards, self.item_columns)
+        self.batch_rows = batch_rows
+
+    def event_names(self) -> Sequence[str]:
+        return MERREC_EVENT_NAMES
+
+    def count_users(self, counter: UserCounter) -> None:
+        # One narrow column: bigger batches mean fewer partial aggregations to merge.
+        sources = [(path, ["user_id"]) for path in self.shards]
+        for _, batch in self.parquet_batches(
+            sources, 4 * self.batch_rows, desc="merrec: count users", unit="shard"
+        ):
+            count_user_batch(counter, batch.column(0), self.drops)
+
+    def read_events(self, index: UserIndex, builder: SequenceBuilder) -> None:
+        # The candidates' events -> the grouping engine; first-seen item attributes aside.
         attr_schema = pa.schema(
             [("title", pa.string()), ("category_name", pa.string())]
             + [(c, pa.string()) for c in ("c0_name", "c1_name", "c2_name")]
-            + [(c, family_target_type(families[c])) for c in item_columns]
+            + [(c, family_target_type(self.families[c])) for c in self.item_columns]
         )
-        attrs = AttributeCollector(work.path / "item_attrs.arrow", attr_schema)
-        columns = ["user_id", "stime", "event_id", "item_id", "name", *CATEGORY_COLUMNS, *item_columns]
+        self.attrs = AttributeCollector(self.work.path / "item_attrs.arrow", attr_schema)
+        columns = ["user_id", "stime", "event_id", "item_id", "name", *CATEGORY_COLUMNS, *self.item_columns]
         # Low-cardinality strings are decoded as dictionaries (indices only); `name` is nearly unique.
         as_dictionary = [
             c
-            for c in ("event_id", *CATEGORY_COLUMNS, *item_columns)
-            if c == "event_id" or families.get(c, "string") == "string"
+            for c in ("event_id", *CATEGORY_COLUMNS, *self.item_columns)
+            if c == "event_id" or self.families.get(c, "string") == "string"
         ]
+        batches = self.parquet_batches(
+            [(path, columns) for path in self.shards],
+            self.batch_rows,
+            desc="merrec: read events",
+            unit="shard",
+            read_dictionary=as_dictionary,
+        )
+        for path, batch in prefetch(batches):
+            self._add_batch(path, batch, index, builder)
 
-        def batches():
-            for path in iter_progress(shards, desc="merrec: read events", unit="shard", progress=progress):
-                for batch in iter_parquet_batches(path, columns, batch_rows, read_dictionary=as_dictionary):
-                    yield path, batch
-
-        current = None
-        for path, batch in prefetch(batches()):
-            if path != current:
-                current = path
-                release_memory()
-            _add_batch(path, batch, index, builder, attrs, drops, skip_unknown_events, item_columns)
-        del batch
-        release_memory()
-
-        result = builder.finish(min_events, drops, progress=progress)
-        release_memory()
-        item_table = attrs.gather(result.item_codes)
+    def item_table(self, result: BuildResult) -> pa.Table:
+        item_table = self.attrs.gather(result.item_codes)
         items = pa.table(
             {
                 "item_id": pa.array(np.arange(1, len(result.item_keys) + 1, dtype=np.int64)),
@@ -291,67 +287,56 @@ def load_merrec(
         )
         for name in item_table.column_names[1:]:
             items = items.append_column(name, item_table.column(name))
-        return work.bundle("merrec", result, items, index, drops, event_names=MERREC_EVENT_NAMES)
-    finally:
-        work.cleanup()
+        return items
 
-
-def _add_batch(
-    path: Path,
-    batch: pa.RecordBatch,
-    index: UserIndex,
-    builder: SequenceBuilder,
-    attrs: AttributeCollector,
-    drops: DropCounter,
-    skip_unknown_events: bool,
-    item_columns: list[str],
-) -> None:
-    events, event_valid, unknown = _event_codes(batch.column("event_id"))
-    if unknown is not None and not skip_unknown_events:
-        unique = pc.unique(batch.column("event_id").filter(pa.array(unknown))).cast(pa.binary())
-        values = [v.decode("utf-8", errors="replace") for v in unique.to_pylist()]
-        raise DataFormatError(
-            f"{path}: column 'event_id' has unknown value(s) {values[:5]} in {int(unknown.sum())} row(s); "
-            f"known: {list(MERREC_EVENT_NAMES)}; pass skip_unknown_events=True (--skip-unknown-events) "
-            "to skip and count them"
+    def _add_batch(
+        self, path: Path, batch: pa.RecordBatch, index: UserIndex, builder: SequenceBuilder
+    ) -> None:
+        drops, item_columns = self.drops, self.item_columns
+        events, event_valid, unknown = _event_codes(batch.column("event_id"))
+        if unknown is not None and not self.skip_unknown_events:
+            unique = pc.unique(batch.column("event_id").filter(pa.array(unknown))).cast(pa.binary())
+            values = [v.decode("utf-8", errors="replace") for v in unique.to_pylist()]
+            raise DataFormatError(
+                f"{path}: column 'event_id' has unknown value(s) {values[:5]} in {int(unknown.sum())} row(s); "
+                f"known: {list(MERREC_EVENT_NAMES)}; pass skip_unknown_events=True (--skip-unknown-events) "
+                "to skip and count them"
+            )
+        keys, user_valid, _ = user_keys(batch.column("user_id"))
+        rows, ranks = index.select(keys, user_valid)  # null users were counted in pass 1
+        if len(rows) == 0:
+            return
+        # From here on only the candidates' rows (in a typical batch a minority) are touched.
+        item_keys, item_valid = int_column(batch.column("item_id"))
+        ts, ts_valid = timestamps_to_microseconds(batch.column("stime"))
+        item_keys, ts, events = item_keys[rows], ts[rows], events[rows]
+        item_valid = None if item_valid is None else item_valid[rows]
+        ts_valid = None if ts_valid is None else ts_valid[rows]
+        ok = keep_valid(
+            [
+                ("null_item_id", item_valid),
+                ("null_stime", ts_valid),
+                ("null_event_id", None if event_valid is None else event_valid[rows]),
+                ("unknown_event_id", None if unknown is None else ~unknown[rows]),
+            ],
+            drops,
         )
-    keys, user_valid, _ = user_keys(batch.column("user_id"))
-    rows, ranks = index.select(keys, user_valid)  # null users were counted in pass 1
-    if len(rows) == 0:
-        return
-    # From here on only the candidates' rows (in a typical batch a minority) are touched.
-    item_keys, item_valid = int_column(batch.column("item_id"))
-    ts, ts_valid = timestamps_to_microseconds(batch.column("stime"))
-    item_keys, ts, events = item_keys[rows], ts[rows], events[rows]
-    item_valid = None if item_valid is None else item_valid[rows]
-    ts_valid = None if ts_valid is None else ts_valid[rows]
-    ok = keep_valid(
-        [
-            ("null_item_id", item_valid),
-            ("null_stime", ts_valid),
-            ("null_event_id", None if event_valid is None else event_valid[rows]),
-            ("unknown_event_id", None if unknown is None else ~unknown[rows]),
-        ],
-        drops,
-    )
-    if ok is not None:
-        keep = np.flatnonzero(ok)
-        rows, ranks, item_keys, ts, events = rows[keep], ranks[keep], item_keys[keep], ts[keep], events[keep]
-    new_rows = rows[builder.add(ranks, item_keys, ts, events)]
-    if len(new_rows) == 0:
-        return
-    # The attributes of items seen for the first time: their first row, in file order.
-    picked = batch.select(["name", *CATEGORY_COLUMNS, *item_columns]).take(pa.array(new_rows))
-    picked = repair_utf8(pa.Table.from_batches([picked]), path, drops)
-    strings = {c: picked.column(c).cast(pa.string()) for c in ("name", *CATEGORY_COLUMNS)}
-    table = pa.table(
-        {
-            "title": strings["name"],
-            "category_name": pc.coalesce(*(strings[c] for c in CATEGORY_COLUMNS)),
-            "c0_name": strings["c0_name"],
-            "c1_name": strings["c1_name"],
-            "c2_name": strings["c2_name"],
-            **{c: picked.column(c) for c in item_columns},
-        }
-    )
-    attrs.add(table)
+        rows, ranks, item_keys, ts, events = take_rows(ok, rows, ranks, item_keys, ts, events)
+        new_rows = rows[builder.add(ranks, item_keys, ts, events)]
+        if len(new_rows) == 0:
+            return
+        # The attributes of items seen for the first time: their first row, in file order.
+        picked = batch.select(["name", *CATEGORY_COLUMNS, *item_columns]).take(pa.array(new_rows))
+        picked = repair_utf8(pa.Table.from_batches([picked]), path, drops)
+        strings = {c: picked.column(c).cast(pa.string()) for c in ("name", *CATEGORY_COLUMNS)}
+        table = pa.table(
+            {
+                "title": strings["name"],
+                "category_name": pc.coalesce(*(strings[c] for c in CATEGORY_COLUMNS)),
+                "c0_name": strings["c0_name"],
+                "c1_name": strings["c1_name"],
+                "c2_name": strings["c2_name"],
+                **{c: picked.column(c) for c in item_columns},
+            }
+        )
+        self.attrs.add(table)

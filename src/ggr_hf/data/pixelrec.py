@@ -67,11 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from .prepare import (
-    SequenceBuilder,
-    UserCounter,
-    UserIndex,
-    WorkDir,
+from .arrow_utils import (
     hash_strings,
     iter_progress,
     keep_valid,
@@ -80,6 +76,8 @@ from .prepare import (
     repair_utf8_values,
     valid_mask,
 )
+from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
+from .pipeline import TwoPassLoader
 from .schema import DataFormatError, DropCounter, RecDataBundle
 
 logger = logging.getLogger(__name__)
@@ -418,20 +416,45 @@ def load_pixelrec(
     inter_paths, info_paths = find_pixelrec_files(
         raw_dir, variant=variant, interactions=interactions, item_info=item_info
     )
-    tags = load_tag_categories(tag_map)
-    drops = DropCounter()
-    info = _read_item_info(info_paths, drops)
-    item_vocab = info.column("item_id").combine_chunks()
-    work = WorkDir(work_dir)
-    try:
-        # Pass 1: parse the CSV once into compact integer columns (user hash, item index, time) and
-        # count interactions per user; pass 2 then reads that instead of parsing the CSV again.
-        counter = UserCounter()
-        compact_path = work.path / "interactions.arrow"
+    loader = _PixelRecLoader(
+        (variant or "pixelrec").lower(),
+        inter_paths,
+        info_paths,
+        load_tag_categories(tag_map),
+        tag_separator,
+        block_size,
+    )
+    return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
+
+
+class _PixelRecLoader(TwoPassLoader):
+    ts_divisor = 1  # the CSVs hold seconds
+
+    def __init__(
+        self,
+        name: str,
+        inter_paths: list[Path],
+        info_paths: list[Path],
+        tags: dict[str, tuple[str, ...]],
+        tag_separator: str | None,
+        block_size: int,
+    ) -> None:
+        super().__init__()
+        self.name, self.inter_paths = name, inter_paths
+        self.tags, self.tag_separator, self.block_size = tags, tag_separator, block_size
+        self.info = _read_item_info(info_paths, self.drops)
+
+    def count_users(self, counter: UserCounter) -> None:
+        # Parse the CSV once into compact integer columns (user hash, item index, time) while counting
+        # interactions per user; pass 2 then reads that instead of parsing the CSV again.
+        item_vocab = self.info.column("item_id").combine_chunks()
+        self.compact_path = self.work.path / "interactions.arrow"
         schema = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("ts", pa.int64())])
-        with pa.OSFile(str(compact_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for path in iter_progress(inter_paths, desc="pixelrec: parse", unit="file", progress=progress):
-                for batch in prefetch(_interaction_batches(path, block_size)):
+        with pa.OSFile(str(self.compact_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for path in iter_progress(
+                self.inter_paths, desc="pixelrec: parse", unit="file", progress=self.progress
+            ):
+                for batch in prefetch(_interaction_batches(path, self.block_size)):
                     users, items = batch.column("user_id"), batch.column("item_id")
                     ts = _to_int(path, "timestamp", batch.column("timestamp"))
                     item_index = pc.index_in(items, value_set=item_vocab)
@@ -442,7 +465,7 @@ def load_pixelrec(
                             ("null_timestamp", valid_mask(ts)),
                             ("item_not_in_item_info", valid_mask(item_index)),
                         ],
-                        drops,
+                        self.drops,
                     )
                     if ok is not None:
                         keep = pa.array(ok)
@@ -452,21 +475,17 @@ def load_pixelrec(
                     writer.write_batch(
                         pa.record_batch([pa.array(keys), item_index.cast(pa.int64()), ts], schema=schema)
                     )
-        index = UserIndex.build(*counter.result(), min_events=min_events, drops=drops)
-        del counter
 
-        builder = SequenceBuilder(
-            work.path / "buckets", index.counts, has_events=False, ts_divisor=1, bucket_rows=bucket_rows
-        )
-        with pa.memory_map(str(compact_path)) as source:
+    def read_events(self, index: UserIndex, builder: SequenceBuilder) -> None:
+        with pa.memory_map(str(self.compact_path)) as source:
             for batch in pa.ipc.open_stream(source):
                 keys = batch.column(0).to_numpy()
                 rows, ranks = index.select(keys)
                 builder.add(ranks, batch.column(1).to_numpy()[rows], batch.column(2).to_numpy()[rows])
-        compact_path.unlink()
-        result = builder.finish(min_events, drops, progress=progress)
+        self.compact_path.unlink()
 
-        picked = info.take(pa.array(result.item_keys))
+    def item_table(self, result: BuildResult) -> pa.Table:
+        picked = self.info.take(pa.array(result.item_keys))
         columns = {
             "item_id": pa.array(np.arange(1, len(result.item_keys) + 1, dtype=np.int64)),
             "original_id": picked.column("item_id"),
@@ -476,8 +495,6 @@ def load_pixelrec(
             if name not in columns:
                 columns[name] = picked.column(name)
         columns["categories"] = _categories(
-            pc.fill_null(picked.column("tag"), "").combine_chunks(), tags, tag_separator, drops
+            pc.fill_null(picked.column("tag"), "").combine_chunks(), self.tags, self.tag_separator, self.drops
         )
-        return work.bundle((variant or "pixelrec").lower(), result, pa.table(columns), index, drops)
-    finally:
-        work.cleanup()
+        return pa.table(columns)

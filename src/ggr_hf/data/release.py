@@ -45,23 +45,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .merrec import MERREC_EVENT_ALIASES, MERREC_EVENT_NAMES
-from .prepare import (
-    SequenceBuilder,
-    UserCounter,
-    UserIndex,
-    WorkDir,
+from .arrow_utils import (
     check_columns,
     int_column,
     iter_parquet_batches,
     iter_progress,
     keep_valid,
+    list_lengths,
     open_parquet,
     read_parquet_table,
     repair_utf8,
+    take_rows,
     timestamps_to_microseconds,
     user_keys,
 )
+from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
+from .merrec import MERREC_EVENT_ALIASES, MERREC_EVENT_NAMES
+from .pipeline import FirstRowPerUser, TwoPassLoader, count_user_batch
 from .schema import DataFormatError, DropCounter, RecDataBundle
 
 logger = logging.getLogger(__name__)
@@ -149,11 +149,6 @@ def _list_check(path: Path, schema: pa.Schema, column: str, families: tuple[str,
         )
 
 
-def _item_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None, pa.Array | None]:
-    """Item ids (integers or strings) as int64 keys, like `user_keys`."""
-    return user_keys(values)
-
-
 def load_release(
     seq_path: str | Path,
     item_info_path: str | Path,
@@ -202,99 +197,123 @@ def load_release(
     ]
     info_schema = open_parquet(item_info_path).schema_arrow
     check_columns(item_info_path, info_schema, {"item_id": "integer or string"})
-    string_events = has_events and not pa.types.is_integer(schema.field("event_id").type.value_type)
     if event_names is None and name.lower() == "merrec":
         event_names = MERREC_EVENT_NAMES
-    drops = DropCounter()
-    work = WorkDir(work_dir)
-    try:
-        # Pass 1: events per user, the item vocabulary, and the event vocabulary when not given.
-        users, items = UserCounter(), UserCounter()
+    loader = _ReleaseLoader(
+        name,
+        seq_path,
+        item_info_path,
+        info_schema,
+        has_user,
+        schema.field("event_id").type.value_type if has_events else None,
+        event_names,
+        extra_columns,
+        _UNIT_PER_SECOND[timestamp_unit],
+        batch_rows,
+    )
+    return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
+
+
+class _ReleaseLoader(TwoPassLoader):
+    def __init__(
+        self,
+        name: str,
+        seq_path: Path,
+        item_info_path: Path,
+        info_schema: pa.Schema,
+        has_user: bool,
+        event_column: pa.DataType | None,
+        event_names: Sequence[str] | None,
+        extra_columns: list[str],
+        per_second: int,
+        batch_rows: int,
+    ) -> None:
+        super().__init__()
+        self.name, self.seq_path, self.item_info_path, self.info_schema = (
+            name,
+            seq_path,
+            item_info_path,
+            info_schema,
+        )
+        self.has_user = has_user
+        self.has_events = event_column is not None
+        self.string_events = self.has_events and not pa.types.is_integer(event_column)
+        self.given_event_names = event_names
+        self.extra_columns = extra_columns
+        self.per_second = per_second
+        self.batch_rows = batch_rows
+
+    def _batches(self, columns: list[str], batch_rows: int, desc: str):
+        """`(first row number, batch)` over the sequence file, with a progress bar over batches."""
+        row = 0
+        batches = iter_parquet_batches(self.seq_path, columns, batch_rows)
+        for batch in iter_progress(
+            batches, desc=f"{self.name}: {desc}", unit="batch", progress=self.progress
+        ):
+            yield row, batch
+            row += batch.num_rows
+
+    def _row_users(self, batch: pa.RecordBatch, first_row: int) -> pa.Array:
+        """The batch's user ids: the `user_id` column, else the row numbers."""
+        if self.has_user:
+            return batch.column("user_id")
+        return pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))
+
+    def count_users(self, counter: UserCounter) -> None:
+        # Events per user, the item vocabulary, and the event vocabulary when not given.
+        items = UserCounter()
         found_events: set = set()
         max_event = -1
-        row = 0
-        columns = ["item_id"] + (["user_id"] if has_user else []) + (["event_id"] if has_events else [])
-        for batch in iter_progress(
-            iter_parquet_batches(seq_path, columns, batch_rows),
-            desc=f"{name}: count",
-            unit="batch",
-            progress=progress,
-        ):
-            lengths = pc.fill_null(pc.list_value_length(batch.column("item_id")), 0).to_numpy(
-                zero_copy_only=False
-            )
-            keys, valid, originals = _row_users(batch, has_user, row)
-            row += batch.num_rows
-            if valid is not None:
-                drops.add("null_user_id", int(lengths[~valid].sum()))
-                keys, lengths = keys[valid], lengths[valid]
-            users.add(keys, originals, weights=lengths.astype(np.int64))
+        columns = (
+            ["item_id"] + (["user_id"] if self.has_user else []) + (["event_id"] if self.has_events else [])
+        )
+        for row, batch in self._batches(columns, self.batch_rows, "count"):
+            lengths = list_lengths(batch.column("item_id"))
+            count_user_batch(counter, self._row_users(batch, row), self.drops, weights=lengths)
             flat = pc.list_flatten(batch.column("item_id")).drop_null()
-            ikeys, _, ioriginals = _item_keys(flat)
+            ikeys, _, ioriginals = user_keys(flat)
             items.add(ikeys, ioriginals)
-            if has_events:
+            if self.has_events:
                 ev = pc.list_flatten(batch.column("event_id")).drop_null()
-                if string_events:
+                if self.string_events:
                     found_events.update(pc.unique(ev).to_pylist())
                 elif len(ev):
                     max_event = max(max_event, int(pc.max(ev).as_py()))
-        user_index = UserIndex.build(*users.result(), min_events=min_events, drops=drops)
-        item_index = UserIndex.build(*items.result(), min_events=1, drops=DropCounter())
-        del users, items
-        if has_events:
-            event_names, event_lookup = _event_vocabulary(
-                seq_path, event_names, string_events, found_events, max_event
+        self.item_index = UserIndex.build(*items.result(), min_events=1, drops=DropCounter())
+        self.names, self.event_lookup = None, None
+        if self.has_events:
+            self.names, self.event_lookup = _event_vocabulary(
+                self.seq_path, self.given_event_names, self.string_events, found_events, max_event
             )
 
-        # Pass 2: rows -> the grouping engine, item keys replaced by their natural rank.
-        per_second = _UNIT_PER_SECOND[timestamp_unit]
-        builder = SequenceBuilder(work.path / "buckets", user_index.counts, has_events=has_events,
-                                  ts_divisor=1_000_000, bucket_rows=bucket_rows)  # fmt: skip
-        extras: list[tuple[np.ndarray, pa.Table]] = []
-        columns = ["item_id", "timestamp"] + (["event_id"] if has_events else [])
-        columns += (["user_id"] if has_user else []) + extra_columns
+    def event_names(self) -> list[str] | None:
+        return self.names
+
+    def read_events(self, index: UserIndex, builder: SequenceBuilder) -> None:
+        # Rows -> the grouping engine, item keys replaced by their natural rank.
+        self.extras = FirstRowPerUser(len(index))
+        columns = ["item_id", "timestamp"] + (["event_id"] if self.has_events else [])
+        columns += (["user_id"] if self.has_user else []) + self.extra_columns
         # Rows are whole histories (MerRec's average thousands of events): batches of ~2M events.
-        events_per_row = max(int(user_index.counts.sum()) // max(len(user_index), 1), 1)
+        events_per_row = max(int(index.counts.sum()) // max(len(index), 1), 1)
         rows_per_batch = int(np.clip(2_000_000 // events_per_row, 16, 1 << 16))
-        row = 0
-        for batch in iter_progress(
-            iter_parquet_batches(seq_path, columns, rows_per_batch),
-            desc=f"{name}: read",
-            unit="batch",
-            progress=progress,
-        ):
-            keys, valid, _ = _row_users(batch, has_user, row)
-            row += batch.num_rows
-            rows, ranks = user_index.select(keys, valid)
+        for row, batch in self._batches(columns, rows_per_batch, "read"):
+            keys, valid, _ = user_keys(self._row_users(batch, row))
+            rows, ranks = index.select(keys, valid)
             if len(rows) == 0:
                 continue
-            if extra_columns:
-                extras.append(
-                    (ranks, pa.Table.from_batches([batch.select(extra_columns)]).take(pa.array(rows)))
-                )
-            _add_rows(seq_path, batch.take(pa.array(rows)), ranks, builder, item_index, drops, per_second,
-                      event_lookup if has_events else None)  # fmt: skip
-        result = builder.finish(min_events, drops, progress=progress)
+            if self.extra_columns:
+                self.extras.add(ranks, rows, batch.select(self.extra_columns))
+            _add_rows(self.seq_path, batch.take(pa.array(rows)), ranks, builder, self.item_index, self.drops,
+                      self.per_second, self.event_lookup)  # fmt: skip
 
-        items_table = _item_table(item_info_path, info_schema, item_index, result.item_keys, drops)
-        extra = _first_rows(extras, result.user_ranks) if extras else None
-        return work.bundle(
-            name,
-            result,
-            items_table,
-            user_index,
-            drops,
-            user_columns=extra,
-            event_names=event_names if has_events else None,
+    def item_table(self, result: BuildResult) -> pa.Table:
+        return _item_table(
+            self.item_info_path, self.info_schema, self.item_index, result.item_keys, self.drops
         )
-    finally:
-        work.cleanup()
 
-
-def _row_users(batch: pa.RecordBatch, has_user: bool, first_row: int):
-    if has_user:
-        return user_keys(batch.column("user_id"))
-    return np.arange(first_row, first_row + batch.num_rows, dtype=np.int64), None, None
+    def user_table(self, result: BuildResult) -> pa.Table | None:
+        return self.extras.table(result.user_ranks)
 
 
 def _event_vocabulary(
@@ -331,18 +350,16 @@ def _add_rows(
     event_lookup: dict | int | None,
 ) -> None:
     items, times = batch.column("item_id"), batch.column("timestamp")
-    lengths = pc.fill_null(pc.list_value_length(items), 0).to_numpy(zero_copy_only=False)
+    lengths = list_lengths(items)
     others = [("timestamp", times)] + (
         [("event_id", batch.column("event_id"))] if event_lookup is not None else []
     )
     for column, values in others:
-        if not np.array_equal(
-            lengths, pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
-        ):
+        if not np.array_equal(lengths, list_lengths(values)):
             raise DataFormatError(f"{path}: columns 'item_id' and '{column}' differ in length in some row")
     parents = pc.list_parent_indices(items).to_numpy()
     flat_items = pc.list_flatten(items)
-    ikeys, item_valid, _ = _item_keys(flat_items)
+    ikeys, item_valid, _ = user_keys(flat_items)
     item_ranks = item_index.lookup(ikeys)
     flat_times = pc.list_flatten(times)
     if pa.types.is_timestamp(flat_times.type):
@@ -374,10 +391,7 @@ def _add_rows(
     ok = keep_valid(
         [("null_item_id", item_valid), ("null_timestamp", ts_valid), ("null_event_id", event_valid)], drops
     )
-    if ok is not None:
-        keep = np.flatnonzero(ok)
-        flat_ranks, item_ranks, ts = flat_ranks[keep], item_ranks[keep], ts[keep]
-        events = events[keep] if events is not None else None
+    flat_ranks, item_ranks, ts, events = take_rows(ok, flat_ranks, item_ranks, ts, events)
     builder.add(flat_ranks, item_ranks, ts, None if events is None else events.astype(np.int8))
 
 
@@ -386,7 +400,7 @@ def _item_table(
 ) -> pa.Table:
     """The kept items (by natural rank) with the info file's columns; items without info get nulls."""
     info = read_parquet_table(path, schema.names)
-    keys, valid, _ = _item_keys(info.column("item_id"))
+    keys, valid, _ = user_keys(info.column("item_id"))
     ranks = item_index.lookup(keys)
     if valid is not None:
         ranks[~valid] = -1
@@ -410,14 +424,3 @@ def _item_table(
         if name not in columns:
             columns[name] = picked.column(name)
     return pa.table(columns)
-
-
-def _first_rows(parts: list[tuple[np.ndarray, pa.Table]], user_ranks: np.ndarray) -> pa.Table:
-    """Per-user scalar columns, first row per user, in output order."""
-    ranks = np.concatenate([r for r, _ in parts])
-    table = pa.concat_tables([t for _, t in parts])
-    order = np.argsort(ranks, kind="stable")
-    ranks = ranks[order]
-    pos = np.minimum(np.searchsorted(ranks, user_ranks, side="left"), len(ranks) - 1)
-    found = ranks[pos] == user_ranks
-    return table.take(pa.array(np.where(found, order[pos], 0), mask=~found))

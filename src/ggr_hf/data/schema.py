@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class RecDataBundle:
 
     @property
     def num_interactions(self) -> int:
-        return int(sum(len(x) for x in self.sequences["item_ids"]))
+        return int(pc.sum(pc.list_value_length(self._sequence_table().column("item_ids"))).as_py() or 0)
 
     def summary(self) -> dict:
         return {
@@ -97,33 +100,68 @@ class RecDataBundle:
             "dropped": dict(self.dropped),
         }
 
+    def _sequence_table(self) -> pa.Table:
+        ds = self.sequences
+        if ds._indices is not None:  # a selected/shuffled view: materialise the rows it points at
+            ds = ds.flatten_indices()
+        return ds.data.table
+
     def validate(self) -> None:
-        """Checks the invariants every consumer relies on; raises `DataFormatError` naming the column."""
+        """Checks the invariants every consumer relies on (see the module docstring).
+
+        The checks run batch by batch with Arrow and NumPy, so they are fast on hundreds of millions of
+        events.
+
+        Raises:
+            `DataFormatError` naming the column that breaks an invariant (and the user, where one does).
+        """
+        name = self.name
         for col in SEQUENCE_COLUMNS:
             if col not in self.sequences.column_names:
-                raise DataFormatError(f"{self.name}: sequences lack the column '{col}'")
+                raise DataFormatError(f"{name}: sequences lack the column '{col}'")
         for col in ("item_id", "original_id", "title"):
             if col not in self.items.column_names:
-                raise DataFormatError(f"{self.name}: items table lacks the column '{col}'")
-        n = self.num_items
-        ids = self.items["item_id"]
-        if list(ids) != list(range(1, n + 1)):
-            raise DataFormatError(f"{self.name}: items table column 'item_id' must be 1..{n} in order")
+                raise DataFormatError(f"{name}: items table lacks the column '{col}'")
+        n_items = self.num_items
+        item_col = self.items.with_format("arrow")[:]["item_id"].to_numpy()
+        if not np.array_equal(item_col, np.arange(1, n_items + 1)):
+            raise DataFormatError(f"{name}: items table column 'item_id' must be 1..{n_items} in order")
         has_events = "event_ids" in self.sequences.column_names
-        for row in self.sequences:
-            items, ts = row["item_ids"], row["timestamps"]
-            if len(items) != len(ts):
+        n_events = len(self.event_names or [])
+        next_user = 0
+        for batch in self._sequence_table().to_batches(max_chunksize=1 << 16):
+            users = batch.column("user_id").to_numpy()
+            if not np.array_equal(users, np.arange(next_user, next_user + len(users))):
+                raise DataFormatError(f"{name}: sequences column 'user_id' must be 0..num_users-1 in order")
+            items, ts = batch.column("item_ids"), batch.column("timestamps")
+            lengths = pc.list_value_length(items).to_numpy(zero_copy_only=False)
+            bad = lengths != pc.list_value_length(ts).to_numpy(zero_copy_only=False)
+            if bad.any():
                 raise DataFormatError(
-                    f"{self.name}: user {row['user_id']} has {len(items)} items but {len(ts)} timestamps"
+                    f"{name}: user {next_user + int(np.argmax(bad))}: columns 'item_ids' and 'timestamps' "
+                    "differ in length"
                 )
-            if items and (min(items) < 1 or max(items) > n):
-                raise DataFormatError(f"{self.name}: user {row['user_id']} has item ids outside 1..{n}")
-            if any(b < a for a, b in zip(ts, ts[1:])):
-                raise DataFormatError(f"{self.name}: user {row['user_id']} timestamps are not sorted")
-            if has_events and len(row["event_ids"]) != len(items):
-                raise DataFormatError(
-                    f"{self.name}: user {row['user_id']} column 'event_ids' has the wrong length"
-                )
+            parents = pc.list_parent_indices(items).to_numpy()
+            flat_items = pc.list_flatten(items).to_numpy()
+            bad = (flat_items < 1) | (flat_items > n_items)
+            if bad.any():
+                user = next_user + int(parents[np.argmax(bad)])
+                raise DataFormatError(f"{name}: user {user}: column 'item_ids' has ids outside 1..{n_items}")
+            flat_ts = pc.list_flatten(ts).to_numpy()
+            bad = (flat_ts[1:] < flat_ts[:-1]) & (parents[1:] == parents[:-1])
+            if bad.any():
+                user = next_user + int(parents[np.argmax(bad)])
+                raise DataFormatError(f"{name}: user {user}: column 'timestamps' is not sorted")
+            if has_events:
+                events = batch.column("event_ids")
+                bad = lengths != pc.list_value_length(events).to_numpy(zero_copy_only=False)
+                if bad.any():
+                    user = next_user + int(np.argmax(bad))
+                    raise DataFormatError(f"{name}: user {user}: column 'event_ids' has the wrong length")
+                flat_ev = pc.list_flatten(events).to_numpy()
+                if len(flat_ev) and n_events and (flat_ev.min() < 0 or flat_ev.max() >= n_events):
+                    raise DataFormatError(f"{name}: column 'event_ids' has ids outside 0..{n_events - 1}")
+            next_user += len(users)
 
     def save_to_disk(self, directory: str | Path) -> None:
         """Writes the bundle with `datasets.Dataset.save_to_disk`; a `bundle.json` marks it complete.

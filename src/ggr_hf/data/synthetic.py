@@ -22,7 +22,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from .movielens import age_band
+from .movielens_files import age_band
 from .schema import RecDataBundle
 
 __all__ = ["SYNTHETIC_EVENT_NAMES", "SYNTHETIC_OCCUPATIONS", "make_synthetic"]

@@ -7,21 +7,19 @@
     ggr-hf data list
 
 The paper's filters are the defaults; the flags change them. A flag that does not apply to the chosen
-data set is an error. The console script wires `add_data_commands` / `run_data_command`; for a
-standalone run use `python -m ggr_hf.data.cli data prepare ...`.
+data set is an error. Errors are raised (`DataFormatError`, `ValueError`, `FileNotFoundError`,
+`FileExistsError`) for the `ggr-hf` dispatcher to report; nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
-from .prepare import DATASETS, prepare_dataset
-from .schema import DataFormatError
+from ggr_hf.data.cache import prepare_dataset
+from ggr_hf.data.registry import DATASETS, preparable
 
-__all__ = ["add_data_commands", "main", "run_data_command"]
+__all__ = ["add_parsers"]
 
 # Flag destination -> loader option name. Only the flags given on the command line are passed, so the
 # loaders' own defaults (the paper's filters) apply otherwise.
@@ -39,10 +37,12 @@ _OPTION_FLAGS = {
 }
 
 
-def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Registers the `data` command (with `prepare` and `list`) on an argparse sub-parser set."""
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `data prepare` and `data list` on the `ggr-hf` sub-parser set.
+
+    Each leaf parser sets `run`, a function `(args: argparse.Namespace) -> int` returning the exit code.
+    """
     data = subparsers.add_parser("data", help="prepare the public data sets (PixelRec, MerRec, EB-NeRD)")
-    data.set_defaults(func=run_data_command)
     actions = data.add_subparsers(dest="data_command", metavar="{prepare,list}")
     actions.required = True
 
@@ -51,7 +51,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="read a data set from the publisher's files and cache it as a ggr-hf bundle",
         description="Read a data set from the publisher's files and cache it (datasets.save_to_disk).",
     )
-    prepare.add_argument("name", choices=sorted(DATASETS), help="which data set")
+    prepare.set_defaults(run=_run_prepare)
+    prepare.add_argument("name", choices=preparable(), help="which data set")
     prepare.add_argument("--raw", required=True, type=Path, help="the folder as the publisher ships it")
     prepare.add_argument("--out", required=True, type=Path, help="the cache folder to write")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
@@ -85,8 +86,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     rel.add_argument("--release-name", help="the data set the release files are for: merrec, pixel8m, ebnerd")
     prepare.add_argument("--bucket-rows", type=int, help=argparse.SUPPRESS)
 
-    actions.add_parser("list", help="list the data sets `prepare` knows")
-    return data
+    listing = actions.add_parser("list", help="list the data sets `prepare` knows")
+    listing.set_defaults(run=_run_list)
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -101,33 +102,14 @@ def _options(args: argparse.Namespace) -> dict:
     return options
 
 
-def run_data_command(args: argparse.Namespace) -> int:
-    """Runs a parsed `data` command; returns the process exit code."""
-    if args.data_command == "list":
-        for name, spec in sorted(DATASETS.items()):
-            print(f"{name:10s} {spec.description}")
-        return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        prepare_dataset(
-            args.name, args.raw, args.out, force=args.force, progress=not args.no_progress, **_options(args)
-        )
-    except (DataFormatError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; no cache was written", file=sys.stderr)
-        return 130
+def _run_list(args: argparse.Namespace) -> int:
+    for name in preparable():
+        print(f"{name:10s} {DATASETS[name].description}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ggr_hf.data.cli data prepare ...`"""
-    parser = argparse.ArgumentParser(prog="ggr-hf")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_data_command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _run_prepare(args: argparse.Namespace) -> int:
+    prepare_dataset(
+        args.name, args.raw, args.out, force=args.force, progress=not args.no_progress, **_options(args)
+    )
+    return 0
