@@ -6,7 +6,6 @@ Pushes are recorded by replacing `HfApi`'s methods; Hub repo ids resolve through
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -23,12 +22,15 @@ from safetensors.torch import load_file, save_file
 
 from ggr_hf import hub
 from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.configuration_heads import compute_vocab_fingerprint
 from ggr_hf.hub import GGRHeadsConfig, load_ggr, load_heads_into, push_model_to_hub, save_heads
-from ggr_hf.hub_cli import add_hub_commands, run_hub_command
+from ggr_hf.hub import io as hub_io
+from ggr_hf.hub import loading as hub_loading
 from ggr_hf.modeling_ggr import GGRForRecommendation
 from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
 from ggr_hf.models.hstu.modeling_hstu import HSTUModel
 
+FIXTURES = Path(__file__).parent / "fixtures" / "ggr_v0_1_0"
 PRIORS = [{"type": "item", "field": "genres", "values": ["a", "b", "c"]}]
 IDS = torch.tensor([[1, 2, 3, 0, 0], [4, 9, 11, 13, 2], [7, 0, 0, 0, 0]])
 TIMES = torch.tensor([[10, 20, 35, 0, 0], [1, 5, 90, 91, 400], [3, 0, 0, 0, 0]])
@@ -103,7 +105,7 @@ def test_saved_heads_hold_no_backbone(saved):
     assert config["head_names"] == ["a", "b", "c"]
     assert config["base_model_name_or_path"] == str(saved.backbone_dir)
     assert config["num_items"] == 20 and config["hidden_size"] == 16 and config["backbone_type"] == "hstu"
-    assert config["vocab_fingerprint"] == hub.compute_vocab_fingerprint("hstu", 20, 16)
+    assert config["vocab_fingerprint"] == compute_vocab_fingerprint("hstu", 20, 16)
     assert config["priors"][0]["values"] == ["a", "b", "c"]
     assert config["settings"]["num_negatives"] == 8
     assert config["ggr_hf_version"]
@@ -220,7 +222,7 @@ def test_a_crash_while_saving_leaves_nothing_that_looks_complete(saved, monkeypa
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(hub, "save_file", boom)
+    monkeypatch.setattr(hub_loading, "save_file", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_heads(saved.model, tmp_path / "new_heads")
     assert not (tmp_path / "new_heads").exists()
@@ -237,12 +239,43 @@ def test_a_crash_while_replacing_files_leaves_no_config(saved, monkeypatch):
             raise OSError("power cut")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(hub.os, "replace", flaky_replace)
+    monkeypatch.setattr(hub_io.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="power cut"):
         save_heads(make_model(seed=2), saved.heads_dir, base_model_name_or_path=str(saved.backbone_dir))
     assert not (saved.heads_dir / "config.json").exists()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_ggr(saved.heads_dir)
+
+
+# ---------------------------------------------------------------------------------------------- old formats
+
+
+def _assert_expected_recommendations(model: GGRForRecommendation, expected: dict) -> None:
+    rec = model.recommend(expected["histories"], k=expected["k"])
+    assert rec.item_ids.tolist() == expected["item_ids"]
+    torch.testing.assert_close(rec.scores, torch.tensor(expected["scores"]), atol=1e-5, rtol=1e-5)
+    assert rec.head_names == expected["head_names"]
+
+
+def test_a_v0_1_0_full_model_and_heads_artifact_load_and_recommend_as_saved():
+    """Folders written by ggr-hf 0.1.0 (tests/fixtures/make_ggr_v0_1_0.py) load and give the same top-k."""
+    expected = json.loads((FIXTURES / "expected.json").read_text())
+    full = load_ggr(FIXTURES / "full")
+    assert not full.training
+    _assert_expected_recommendations(full, expected)
+    # The heads record no base: they go on the full model's backbone, from its folder or as an object.
+    _assert_expected_recommendations(load_ggr(FIXTURES / "full", heads=FIXTURES / "heads"), expected)
+    backbone_only = load_ggr(FIXTURES / "full").backbone
+    _assert_expected_recommendations(load_heads_into(backbone_only, FIXTURES / "heads"), expected)
+    heads_config = GGRHeadsConfig.from_pretrained(FIXTURES / "heads")
+    assert heads_config.head_names == full.head_names
+
+
+def test_a_v0_1_0_heads_config_is_saved_in_the_same_format(tmp_path):
+    old = json.loads((FIXTURES / "heads" / "config.json").read_text())
+    GGRHeadsConfig.from_pretrained(FIXTURES / "heads").save_pretrained(tmp_path)
+    new = json.loads((tmp_path / "config.json").read_text())
+    assert new == old | {"transformers_version": new["transformers_version"]}
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -267,7 +300,7 @@ def test_heads_refuse_another_backbone(saved, tmp_path, num_items, hidden_size, 
 def test_heads_refuse_another_backbone_type(saved, monkeypatch):
     config = json.loads((saved.heads_dir / "config.json").read_text())
     config["backbone_type"] = "hllm"
-    config["vocab_fingerprint"] = hub.compute_vocab_fingerprint("hllm", 20, 16)
+    config["vocab_fingerprint"] = compute_vocab_fingerprint("hllm", 20, 16)
     (saved.heads_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="backbone type: heads 'hllm', backbone 'hstu'"):
         load_ggr(saved.backbone_dir, heads=saved.heads_dir)
@@ -361,7 +394,10 @@ def test_a_config_from_a_newer_version_is_refused(saved, tmp_path):
     config["ggr_hf_version"] = "9.0.0"
     config["head_dropout"] = 0.1
     (saved.heads_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['head_dropout'\] \(written by ggr-hf 9.0.0"):
+    # `configuration_utils.reject_unknown_keys` names the writer's version before the fields.
+    with pytest.raises(
+        ValueError, match=r"\(written by ggr-hf 9.0.0\) got unknown field\(s\) \['head_dropout'\]"
+    ):
         load_ggr(saved.heads_dir)
 
     saved.model.save_pretrained(tmp_path / "full")
@@ -519,7 +555,11 @@ def test_push_a_saved_folder_uses_its_results_and_keeps_notes(hub_api, tmp_path)
     marker = "<!-- ggr-hf:user-notes:start -->\n"
     (folder / "README.md").write_text(card.replace(marker, marker + "Trained on a laptop.\n"))
 
-    push_model_to_hub(folder, "user/from-folder", card_data={"dataset_name": "ml-100k"})
+    push_model_to_hub(
+        folder,
+        "user/from-folder",
+        card_data={"dataset_name": "ml-100k", "metrics": folder / "eval_results.json"},
+    )
     (commit,) = hub_api.commits
     assert sorted(commit.files) == ["README.md", "config.json", "model.safetensors"]
     card = commit.files["README.md"].decode()
@@ -547,6 +587,21 @@ def test_push_a_heads_folder_with_a_hub_base(hub_api, saved):
     assert _front_matter(commit.files["README.md"].decode())["base_model"] == "user/hstu"
 
 
+def test_push_uploads_the_figures_of_the_card(hub_api, tmp_path):
+    plot = tmp_path / "accuracy_vs_diversity.png"
+    plot.write_bytes(b"\x89PNG plot")
+    push_model_to_hub(make_model(), "user/figures", card_data={"figures": {"Accuracy vs diversity": plot}})
+    (commit,) = hub_api.commits
+    assert sorted(commit.files) == [
+        "README.md",
+        "accuracy_vs_diversity.png",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert commit.files["accuracy_vs_diversity.png"] == b"\x89PNG plot"
+    assert "![Accuracy vs diversity](accuracy_vs_diversity.png)" in commit.files["README.md"].decode()
+
+
 def test_push_updates_the_card_already_on_the_hub(hub_api):
     hub_api.remote_card = (
         "---\nlicense: mit\n---\n# old\n<!-- ggr-hf:user-notes:start -->\nWritten on the Hub."
@@ -562,9 +617,9 @@ def test_push_updates_the_card_already_on_the_hub(hub_api):
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ggr-hf")
-    add_hub_commands(parser.add_subparsers(dest="command", required=True))
-    return run_hub_command(parser.parse_args(argv))
+    from ggr_hf.cli import main  # the one `ggr-hf` dispatcher, wherever its hub commands live
+
+    return main(argv)
 
 
 def test_cli_card_and_push(hub_api, tmp_path, capsys):
@@ -584,8 +639,12 @@ def test_cli_card_and_push(hub_api, tmp_path, capsys):
 
 
 def test_cli_reports_errors(tmp_path, capsys):
-    assert _cli(["card", str(tmp_path / "missing")]) == 1
-    assert "ggr-hf card: error" in capsys.readouterr().err
+    from ggr_hf.cli import EXIT_USAGE
+
+    # A missing model folder is bad input: the CLI's one convention (see `ggr-hf --help`).
+    assert _cli(["card", str(tmp_path / "missing")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "ggr-hf: error" in err and f"{tmp_path / 'missing'}" in err
 
 
 def test_heads_config_rebuilds_the_ggr_config(saved):

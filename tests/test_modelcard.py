@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 
 from ggr_hf import hub
 from ggr_hf.configuration_ggr import GGRConfig
-from ggr_hf.modelcard import (
+from ggr_hf.hub.card import (
     USER_NOTES_END,
     USER_NOTES_START,
     GGRCardData,
@@ -154,12 +154,12 @@ def test_a_hand_written_card_becomes_the_notes(model_dir):
     assert front_matter(text)["license"] == "cc-by-4.0"
 
 
-def test_the_trainer_results_file_beside_the_model_is_used(tmp_path):
+def test_the_trainer_results_file_and_yaml_settings_are_read(tmp_path):
     run = tmp_path / "run"
     make_model().save_pretrained(run / "best")
     (run / "results.json").write_text(json.dumps({"train": {"steps": 3}, "test": {"recall@10": 0.125}}))
     (run / "training_args.yaml").write_text("data:\n  dataset: ml-100k\ntraining:\n  epochs: 2\n")
-    build_model_card(run / "best")
+    build_model_card(run / "best", metrics=run / "results.json", training_args=run / "training_args.yaml")
     meta = front_matter((run / "best" / "README.md").read_text())
     assert index_metrics(meta) == {"recall@10": 0.125}
     assert meta["model-index"][0]["results"][0]["dataset"]["split"] == "test"
@@ -167,14 +167,63 @@ def test_the_trainer_results_file_beside_the_model_is_used(tmp_path):
 
 
 def test_the_plot_is_copied_and_linked(model_dir, tmp_path):
-    plot = tmp_path / "plot.png"
+    (tmp_path / "ablation").mkdir()
+    plot = tmp_path / "ablation" / "accuracy_vs_diversity.png"  # the name the ablation writes
     plot.write_bytes(b"\x89PNG fake")
-    build_model_card(model_dir, metrics=EVAL, dataset_name="ml-1m", plot_path=plot)
-    assert (model_dir / "accuracy_diversity.png").read_bytes() == b"\x89PNG fake"
+    build_model_card(model_dir, metrics=EVAL, dataset_name="ml-1m", figures={"Accuracy vs diversity": plot})
+    assert (model_dir / "accuracy_vs_diversity.png").read_bytes() == b"\x89PNG fake"
     text = (model_dir / "README.md").read_text()
-    assert "![Accuracy vs diversity](accuracy_diversity.png)" in text
-    build_model_card(model_dir)  # found beside the model next time
-    assert "![Accuracy vs diversity](accuracy_diversity.png)" in (model_dir / "README.md").read_text()
+    assert "![Accuracy vs diversity](accuracy_vs_diversity.png)" in text
+    build_model_card(model_dir)  # recorded by the previous card, and beside the model
+    assert "![Accuracy vs diversity](accuracy_vs_diversity.png)" in (model_dir / "README.md").read_text()
+
+
+def test_every_figure_passed_is_copied_and_embedded_with_its_caption(model_dir, tmp_path):
+    figures = {
+        "Accuracy vs diversity": tmp_path / "accuracy_vs_diversity.png",
+        "Head contributions [share of top-10]": tmp_path / "head_contributions.png",
+    }
+    for path in figures.values():
+        path.write_bytes(b"\x89PNG " + path.name.encode())
+    build_model_card(model_dir, metrics=EVAL, dataset_name="ml-1m", figures=figures)
+    text = (model_dir / "README.md").read_text()
+    for name in ("accuracy_vs_diversity.png", "head_contributions.png"):
+        assert (model_dir / name).read_bytes() == b"\x89PNG " + name.encode()
+    assert "![Accuracy vs diversity](accuracy_vs_diversity.png)" in text
+    assert "![Head contributions [share of top-10\\]](head_contributions.png)" in text
+    assert text.index("accuracy_vs_diversity.png") < text.index("head_contributions.png")
+    assert front_matter(text)["ggr_hf"]["figures"] == {
+        "Accuracy vs diversity": "accuracy_vs_diversity.png",
+        "Head contributions [share of top-10]": "head_contributions.png",
+    }
+    # Only what is passed: no file beside the model is picked up by its name.
+    build_model_card(model_dir, figures={})
+    text = (model_dir / "README.md").read_text()
+    assert "accuracy_vs_diversity.png" not in text and "head_contributions.png" not in text
+
+
+def test_figures_with_the_same_file_name_are_refused(model_dir, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "plot.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ValueError, match="same file name 'plot.png'"):
+        build_model_card(
+            model_dir, figures={"A": tmp_path / "a" / "plot.png", "B": tmp_path / "b" / "plot.png"}
+        )
+
+
+def test_results_files_beside_the_model_are_not_read_unless_passed(tmp_path):
+    run = tmp_path / "run"
+    make_model().save_pretrained(run / "best")
+    (run / "best" / "eval_results.json").write_text(json.dumps({"recall@10": 0.5}))
+    (run / "results.json").write_text(json.dumps({"test": {"recall@10": 0.125}}))
+    (run / "best" / "accuracy_vs_diversity.png").write_bytes(b"\x89PNG")
+    build_model_card(run / "best", dataset_name="ml-1m")
+    text = (run / "best" / "README.md").read_text()
+    assert "model-index" not in front_matter(text)
+    assert "No evaluation results were recorded." in text
+    assert "accuracy_vs_diversity.png" not in text
 
 
 def test_heads_card(tmp_path):
@@ -237,6 +286,26 @@ def test_metric_names(key, name):
     assert metric_display_name(key) == name
 
 
-def test_the_packaged_template_is_the_one_in_model_cards():
-    assert (REPO_ROOT / "model_cards" / "ggr_model_card_template.md").read_text() == load_template()
+def test_the_template_exists_once_in_the_package():
+    packaged = REPO_ROOT / "src" / "ggr_hf" / "resources" / "model_card_template.md"
+    assert packaged.read_text() == load_template()
     assert load_template().startswith("---\n{{ card_data }}\n---\n")
+    copies = [
+        p for folder in ("src", "model_cards", "docs") for p in (REPO_ROOT / folder).glob("**/*template*.md")
+    ]
+    assert copies == [packaged]
+    assert (
+        "src/ggr_hf/resources/model_card_template.md" in (REPO_ROOT / "model_cards" / "README.md").read_text()
+    )
+
+
+def test_the_plot_recorded_by_a_v0_1_0_card_is_kept(model_dir):
+    build_model_card(model_dir, metrics=EVAL, dataset_name="ml-1m")
+    card = ModelCard.load(model_dir / "README.md")
+    card.data.ggr_hf = {"version": "0.1.0", "artifact": "model", "plot": "accuracy_diversity.png"}
+    card.save(model_dir / "README.md")
+    (model_dir / "accuracy_diversity.png").write_bytes(b"\x89PNG")
+    build_model_card(model_dir)
+    text = (model_dir / "README.md").read_text()
+    assert "![Accuracy vs diversity](accuracy_diversity.png)" in text
+    assert front_matter(text)["ggr_hf"]["figures"] == {"Accuracy vs diversity": "accuracy_diversity.png"}

@@ -1,15 +1,19 @@
-"""Model cards built from data: a [`GGRCardData`] filled from a saved model and its training run,
-rendered through one template (`ggr_hf/resources/model_card_template.md`, also in `model_cards/`).
+"""Model cards built from data: a [`GGRCardData`] filled from a saved model folder and the run
+results its caller passes in, rendered through one template (`ggr_hf/resources/model_card_template.md`).
 
 The card's YAML front matter is written by `huggingface_hub.ModelCard.from_template`: `library_name:
 ggr-hf`, `tags`, `datasets`, `base_model`, evaluation results as `model-index`, and a `ggr_hf` block
-(training settings, plot) that lets a later update keep what it is not given.
+(training settings, figures) that lets a later update keep what it is not given.
+
+Inputs are arguments: this module reads the model folder's `config.json` and weight headers, never
+looks for result files by name. Whoever ran the training (the CLI `card` command, the experiment
+recipes) passes the metrics, training settings and figures.
 
 Updating, not overwriting: the section between `<!-- ggr-hf:user-notes:start -->` and
 `<!-- ggr-hf:user-notes:end -->` is the user's and is kept; metadata keys the card does not manage
 (`license`, extra `tags`, ...) are kept; a card written by hand (without the markers) is kept whole
-as the notes. Evaluation results, training settings and the data set, when not given, are taken from
-the files beside the model and then from the previous card.
+as the notes. Evaluation results, training settings, the data set and figures, when not given, are
+taken from the previous card.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ggr_hf import __version__
+from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.configuration_heads import HEADS_MODEL_TYPE, GGRHeadsConfig
+from ggr_hf.heads.layout import build_head_layout
+from ggr_hf.hub.io import CARD_NAME, read_config_dict, tensor_shapes
 
-CARD_NAME = "README.md"
-PLOT_NAME = "accuracy_diversity"
 USER_NOTES_START = "<!-- ggr-hf:user-notes:start -->"
 USER_NOTES_END = "<!-- ggr-hf:user-notes:end -->"
 DEFAULT_USER_NOTES = "_Your notes here. This section is kept when the card is regenerated._"
@@ -38,18 +44,6 @@ LIBRARY_NAME = "ggr-hf"
 BASE_TAGS = ("ggr-hf", "recommendation", "sequential-recommendation", "generative-recommendation")
 TASK_TYPE = "recommendation"
 TASK_NAME = "Next-item recommendation"
-
-# Files the training run writes beside a saved model, looked up when the card inputs are not given.
-# `results.json` is what `ggr_hf.training.trainer.run_experiment` writes in `output_dir` (the model is
-# in `output_dir/best`); `eval_results.json` is a plain `{metric: value}` evaluation.
-METRICS_FILES = ("eval_results.json", "results.json", "../results.json")
-TRAINING_ARGS_FILES = (
-    "training_args.json",
-    "training_args.yaml",
-    "../training_args.json",
-    "../training_args.yaml",
-)
-PLOT_FILES = ("accuracy_diversity.png", "accuracy_diversity.svg")
 
 # Numeric entries of an evaluation JSON that are bookkeeping, not metrics.
 _NON_METRIC_KEYS = frozenset(
@@ -168,27 +162,6 @@ def _yaml_safe(value: Any) -> Any:
     return str(value)
 
 
-def discover_card_inputs(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """The card inputs found beside a saved model: `metrics`, `training_args`, `plot_path`.
-
-    Looks for `METRICS_FILES`, `TRAINING_ARGS_FILES` and `PLOT_FILES`, relative to `model_dir`.
-    Only what exists is returned.
-    """
-    model_dir = Path(model_dir)
-    found: dict[str, Any] = {}
-    for key, names in (
-        ("metrics", METRICS_FILES),
-        ("training_args", TRAINING_ARGS_FILES),
-        ("plot_path", PLOT_FILES),
-    ):
-        for name in names:
-            path = (model_dir / name).resolve()
-            if path.is_file():
-                found[key] = path
-                break
-    return found
-
-
 @dataclass
 class GGRHeadRow:
     """One row of the card's heads table."""
@@ -232,7 +205,7 @@ class GGRCardData:
     dataset_split: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     training_args: dict[str, Any] = field(default_factory=dict)
-    plot_file: str | None = None
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name beside the card)
     tags: list[str] = field(default_factory=list)
     license: str | None = None
     ggr_hf_version: str = __version__
@@ -248,7 +221,7 @@ class GGRCardData:
         training_args: dict[str, Any] | None = None,
         dataset_name: str | None = None,
         dataset_split: str | None = None,
-        plot_file: str | None = None,
+        figures: list[tuple[str, str]] | None = None,
         base_model: str | None = None,
         repo_id: str | None = None,
         model_name: str | None = None,
@@ -266,10 +239,6 @@ class GGRCardData:
                 (e.g. the one a previous card recorded).
             The others: the run's results and settings (see [`render_model_card`]).
         """
-        from ggr_hf.configuration_ggr import GGRConfig
-        from ggr_hf.heads.layout import build_head_layout
-        from ggr_hf.hub import GGR_MODEL_TYPE, HEADS_MODEL_TYPE, GGRHeadsConfig, read_config_dict
-
         model_dir = Path(model_dir)
         config_dict = (
             json.loads(Path(config_path).read_text())
@@ -277,9 +246,9 @@ class GGRCardData:
             else read_config_dict(model_dir)
         )
         model_type = config_dict.get("model_type")
-        shapes = _tensor_shapes(model_dir)
+        shapes = tensor_shapes(model_dir)
         head_params = sum(_numel(s) for k, s in shapes.items() if k.startswith("heads."))
-        if model_type == GGR_MODEL_TYPE:
+        if model_type == GGRConfig.model_type:
             config = GGRConfig.from_dict(config_dict)
             artifact, backbone_config = "model", dict(config.backbone_config)
             backbone_params: int | None = sum(
@@ -330,7 +299,7 @@ class GGRCardData:
             dataset_split=dataset_split,
             metrics=dict(metrics or {}),
             training_args=dict(training_args or {}),
-            plot_file=plot_file,
+            figures=list(figures or []),
             tags=list(tags or []),
             license=license,
         )
@@ -365,8 +334,8 @@ class GGRCardData:
             ggr_block["training"] = _yaml_safe(self.training_args)
         if self.dataset_name and not self.metrics:
             ggr_block["dataset"] = self.dataset_name
-        if self.plot_file:
-            ggr_block["plot"] = self.plot_file
+        if self.figures:
+            ggr_block["figures"] = dict(self.figures)
         results = self.eval_results()
         return ModelCardData(
             library_name=LIBRARY_NAME,
@@ -477,27 +446,6 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
-def _tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
-    """Tensor shapes from the safetensors headers of a folder (no tensor is read)."""
-    from safetensors import safe_open
-
-    files: list[Path] = []
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        files = [model_dir / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    elif (model_dir / "model.safetensors").is_file():
-        files = [model_dir / "model.safetensors"]
-    shapes: dict[str, list[int]] = {}
-    for path in files:
-        from ggr_hf.hub import check_safetensors
-
-        check_safetensors(path)
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[key] = list(f.get_slice(key).get_shape())
-    return shapes
-
-
 def load_template() -> str:
     """The packaged Jinja template (`ggr_hf/resources/model_card_template.md`)."""
     return (
@@ -508,10 +456,9 @@ def load_template() -> str:
 def _previous(existing: ModelCard | str | os.PathLike | None) -> ModelCard | None:
     if existing is None or isinstance(existing, ModelCard):
         return existing
-    path = Path(existing)
-    if not path.is_file():
+    if not Path(existing).is_file():
         return None
-    return ModelCard(path.read_text(encoding="utf-8"), ignore_metadata_errors=True)
+    return ModelCard.load(existing, ignore_metadata_errors=True)
 
 
 def user_notes_of(card: ModelCard | None) -> str | None:
@@ -527,7 +474,7 @@ def user_notes_of(card: ModelCard | None) -> str | None:
 
 
 def _previous_inputs(card: ModelCard | None) -> dict[str, Any]:
-    """What the previous card recorded: metrics, data set and split, training settings, plot."""
+    """What the previous card recorded: metrics, data set and split, training settings, figures."""
     if card is None:
         return {}
     data = card.data.to_dict()
@@ -549,8 +496,10 @@ def _previous_inputs(card: ModelCard | None) -> dict[str, Any]:
             out["training_args"] = block["training"]
         if block.get("dataset"):
             out.setdefault("dataset_name", block["dataset"])
-        if block.get("plot"):
-            out["plot_file"] = block["plot"]
+        if isinstance(block.get("figures"), dict):
+            out["figures"] = dict(block["figures"])
+        elif block.get("plot"):  # cards of ggr-hf 0.1.0 recorded one plot
+            out["figures"] = {"Accuracy vs diversity": block["plot"]}
     if not out.get("dataset_name") and data.get("datasets"):
         out["dataset_name"] = data["datasets"][0]
     if data.get("base_model"):
@@ -579,14 +528,25 @@ def _dataset_from_training(training_args: dict[str, Any]) -> str | None:
     return None
 
 
+def _figure_files(figures: dict[str, str | os.PathLike]) -> list[tuple[str, str]]:
+    """`(caption, file name)` of each figure; two figures may not share a file name beside the card."""
+    names = [(str(caption), Path(path).name) for caption, path in figures.items()]
+    seen: dict[str, str] = {}
+    for caption, name in names:
+        if name in seen:
+            raise ValueError(f"figures {seen[name]!r} and {caption!r} have the same file name {name!r}")
+        seen[name] = caption
+    return names
+
+
 def render_model_card(
     model_dir: str | os.PathLike,
+    *,
     metrics: dict[str, Any] | str | os.PathLike | None = None,
     training_args: dict[str, Any] | str | os.PathLike | None = None,
     dataset_name: str | None = None,
-    plot_path: str | os.PathLike | None = None,
+    figures: dict[str, str | os.PathLike] | None = None,
     base_model: str | None = None,
-    *,
     dataset_split: str | None = None,
     repo_id: str | None = None,
     model_name: str | None = None,
@@ -605,8 +565,10 @@ def render_model_card(
             as `section.key`).
         dataset_name: the data set (a Hub dataset id where there is one, e.g. `"ml-1m"`); defaults
             to the one in `metrics` or `training_args`.
-        plot_path: the accuracy vs diversity plot; the card links `accuracy_diversity.<ext>`, the
-            name it has beside the card (the caller copies or uploads it there).
+        figures (`dict[str, str | os.PathLike]`, *optional*): caption -> image file. Each is embedded
+            under its caption by its file name, the name it has beside the card ([`build_model_card`]
+            copies it there). Without figures, those of the previous card that are beside
+            `model_dir` are kept.
         base_model: the backbone's Hub id; defaults to a heads artifact's `base_model_name_or_path`.
         dataset_split: the split of the results; defaults to the one in `metrics`.
         repo_id: the Hub id, for the card's name and loading snippet.
@@ -629,18 +591,21 @@ def render_model_card(
     dataset_name = (
         dataset_name or metrics_dataset or _dataset_from_training(train) or before.get("dataset_name")
     )
-    plot_file = None
-    if plot_path is not None:
-        plot_file = PLOT_NAME + Path(plot_path).suffix
-    elif before.get("plot_file") and (Path(model_dir) / before["plot_file"]).is_file():
-        plot_file = before["plot_file"]
+    if figures is not None:
+        figure_files = _figure_files(figures)
+    else:
+        figure_files = [
+            (str(caption), str(name))
+            for caption, name in before.get("figures", {}).items()
+            if (Path(model_dir) / str(name)).is_file()
+        ]
     card = GGRCardData.from_model_dir(
         model_dir,
         metrics=metric_values,
         training_args=train,
         dataset_name=dataset_name,
         dataset_split=dataset_split or split,
-        plot_file=plot_file,
+        figures=figure_files,
         base_model=base_model,
         default_base_model=before.get("base_model"),
         repo_id=repo_id,
@@ -650,14 +615,12 @@ def render_model_card(
         config_path=config_path,
     )
     metadata = _merge_metadata(previous, card.to_model_card_data())
-    view = _TemplateView(card)
-    rendered = ModelCard.from_template(
+    return ModelCard.from_template(
         metadata,
         template_str=load_template(),
-        card=view,
+        card=_TemplateView(card),
         user_notes=user_notes_of(previous) or DEFAULT_USER_NOTES,
     )
-    return rendered
 
 
 class _TemplateView:
@@ -671,46 +634,52 @@ class _TemplateView:
             return self._card.prior_rows
         if name == "heads":
             return self._card.head_rows
+        if name == "figures":
+            return [(_md(caption).replace("]", "\\]"), file) for caption, file in self._card.figures]
         return getattr(self._card, name)
 
 
 def build_model_card(
     model_dir: str | os.PathLike,
+    *,
     metrics: dict[str, Any] | str | os.PathLike | None = None,
     training_args: dict[str, Any] | str | os.PathLike | None = None,
     dataset_name: str | None = None,
-    plot_path: str | os.PathLike | None = None,
+    figures: dict[str, str | os.PathLike] | None = None,
     base_model: str | None = None,
-    **kwargs,
+    **render_kwargs,
 ) -> ModelCard:
-    """Writes or updates `model_dir/README.md` from the model and its training run.
+    """Writes or updates `model_dir/README.md` from the model and the results passed in.
 
-    Inputs not given are looked up beside the model (see [`discover_card_inputs`]) and then in the
-    previous card. The plot is copied next to the card as `accuracy_diversity.<ext>`. The card is
-    written to a temporary file renamed into place, so a crash leaves the old card whole.
+    Inputs not given are taken from the previous card (`model_dir/README.md`, unless `existing` is
+    passed). Figures are copied next to the card under their own file names. The card is written to
+    a temporary file renamed into place, so a crash leaves the old card whole.
 
     Args:
         model_dir: a folder written by `save_pretrained` or `save_heads`.
-        metrics, training_args, dataset_name, plot_path, base_model, kwargs: see [`render_model_card`].
+        metrics, training_args, dataset_name, figures, base_model, render_kwargs: see
+            [`render_model_card`] (`dataset_split`, `repo_id`, `model_name`, `tags`, `license`,
+            `existing`, `config_path`).
 
     Returns:
         `huggingface_hub.ModelCard`: the card written.
     """
     model_dir = Path(model_dir)
-    found = discover_card_inputs(model_dir)
-    if metrics is None:
-        metrics = found.get("metrics")
-    if training_args is None:
-        training_args = found.get("training_args")
-    if plot_path is None:
-        plot_path = found.get("plot_path")
     card_path = model_dir / CARD_NAME
-    kwargs.setdefault("existing", card_path if card_path.is_file() else None)
-    card = render_model_card(model_dir, metrics, training_args, dataset_name, plot_path, base_model, **kwargs)
-    if plot_path is not None:
-        plot_target = model_dir / (PLOT_NAME + Path(plot_path).suffix)
-        if Path(plot_path).resolve() != plot_target.resolve():
-            shutil.copyfile(plot_path, plot_target)
+    render_kwargs.setdefault("existing", card_path if card_path.is_file() else None)
+    card = render_model_card(
+        model_dir,
+        metrics=metrics,
+        training_args=training_args,
+        dataset_name=dataset_name,
+        figures=figures,
+        base_model=base_model,
+        **render_kwargs,
+    )
+    for path in (figures or {}).values():
+        target = model_dir / Path(path).name
+        if Path(path).resolve() != target.resolve():
+            shutil.copyfile(path, target)
     tmp = card_path.with_name(f".{CARD_NAME}.tmp")
     tmp.write_text(str(card), encoding="utf-8")
     os.replace(tmp, card_path)
