@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from ggr_hf.configuration_ggr import GGRConfig
-from ggr_hf.training.ablation import load_ablation_spec
-from ggr_hf.training.config import load_experiment_config
+from ggr_hf.experiments.ablation import load_ablation_spec
+from ggr_hf.experiments.config import load_experiment_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
 

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from ggr_hf.cli import main
-from ggr_hf.training.ablation import format_ablation_table, load_ablation_spec
+from ggr_hf.experiments.ablation import format_ablation_table, load_ablation_spec
 
 BASE = {
     "data": {

@@ -20,8 +20,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ggr_hf.training.config import experiment_config_from_dict
-from ggr_hf.training.trainer import build_model, latest_checkpoint, prepare_experiment, run_experiment, train
+from ggr_hf.experiments.config import experiment_config_from_dict
+from ggr_hf.experiments.experiment import build_model, prepare_experiment, run_experiment, train_model
+from ggr_hf.training.loop import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
@@ -105,7 +106,7 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "2 process(es)" in proc.stderr
 
-    ckpt = tmp_path / "ddp" / "checkpoints" / "epoch_1"
+    ckpt = tmp_path / "ddp" / "checkpoints" / "checkpoint_0"
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     # Only the main process writes: one evaluation line, one results file.
     log = (tmp_path / "ddp" / "eval_log.jsonl").read_text().splitlines()
@@ -119,14 +120,14 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     exp = prepare_experiment(cfg)
     initial = build_model(exp, seed=cfg.training.seed).state_dict()
     run_experiment(cfg, exp=exp, test=False)
-    one = load_file(str(tmp_path / "one" / "checkpoints" / "epoch_1" / "model.safetensors"))
+    one = load_file(str(tmp_path / "one" / "checkpoints" / "checkpoint_0" / "model.safetensors"))
     assert max_abs_diff(two, one) < TOLERANCE
     # The comparison means something: training moved the weights far more than the tolerance,
     # and other negatives (one draw of 8 instead of the two processes' 16) give another model.
     assert max_abs_diff(one, {k: initial[k] for k in one}) > 1e-3
     other = cfg.replace(training={"negative_draws": 1, "output_dir": str(tmp_path / "other")})
     run_experiment(other, exp=exp, test=False)
-    different = load_file(str(tmp_path / "other" / "checkpoints" / "epoch_1" / "model.safetensors"))
+    different = load_file(str(tmp_path / "other" / "checkpoints" / "checkpoint_0" / "model.safetensors"))
     assert max_abs_diff(two, different) > 100 * TOLERANCE
 
 
@@ -156,17 +157,20 @@ def test_resuming_from_a_checkpoint_continues_the_run(tmp_path):
     # Dropout on: the resumed run must also restore the RNG states.
     straight_cfg = experiment_config_from_dict(tiny_config(tmp_path / "straight", dropout=0.2, epochs=2))
     exp = prepare_experiment(straight_cfg)
-    straight = train(build_model(exp, seed=0), exp, straight_cfg.training)
+    straight = train_model(build_model(exp, seed=0), exp, straight_cfg.training)
     ckpt = tmp_path / "straight" / "checkpoints"
-    assert latest_checkpoint(tmp_path / "straight") == ckpt / "epoch_2"
-    assert (ckpt / "epoch_1" / "best_model.safetensors").is_file()
+    assert latest_checkpoint(tmp_path / "straight") == ckpt / "checkpoint_1"
+    assert (ckpt / "checkpoint_0" / "best_model.safetensors").is_file()
 
     resumed_cfg = straight_cfg.replace(
-        training={"output_dir": str(tmp_path / "resumed"), "resume_from_checkpoint": str(ckpt / "epoch_1")}
+        training={
+            "output_dir": str(tmp_path / "resumed"),
+            "resume_from_checkpoint": str(ckpt / "checkpoint_0"),
+        }
     )
-    resumed = train(build_model(exp, seed=0), exp, resumed_cfg.training)
-    a = load_file(str(ckpt / "epoch_2" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "epoch_2" / "model.safetensors"))
+    resumed = train_model(build_model(exp, seed=0), exp, resumed_cfg.training)
+    a = load_file(str(ckpt / "checkpoint_1" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "checkpoint_1" / "model.safetensors"))
     assert max_abs_diff(a, b) < TOLERANCE
     assert resumed.steps == straight.steps and resumed.history == straight.history
     assert (resumed.best_epoch, resumed.best_metric) == (straight.best_epoch, straight.best_metric)
@@ -179,12 +183,29 @@ def test_resume_needs_a_complete_checkpoint(tmp_path):
     cfg = experiment_config_from_dict(tiny_config(tmp_path, resume_from_checkpoint="latest"))
     exp = prepare_experiment(cfg)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(build_model(exp, seed=0), exp, cfg.training)
-    (tmp_path / "checkpoints" / "epoch_3").mkdir(parents=True)  # interrupted while saving
+        train_model(build_model(exp, seed=0), exp, cfg.training)
+    (tmp_path / "checkpoints" / "checkpoint_3").mkdir(parents=True)  # interrupted while saving
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(build_model(exp, seed=0), exp, cfg.training)
+        train_model(build_model(exp, seed=0), exp, cfg.training)
     with pytest.raises(ValueError, match="checkpoint_every_epochs"):
         experiment_config_from_dict(tiny_config(tmp_path, checkpoint_every_epochs=-1))
+
+
+def test_checkpoints_are_numbered_by_accelerate_limited_and_overwritten_by_a_rerun(tmp_path):
+    cfg = experiment_config_from_dict(tiny_config(tmp_path, epochs=3, save_total_limit=2))
+    exp = prepare_experiment(cfg)
+    train_model(build_model(exp, seed=0), exp, cfg.training)
+    ckpt = tmp_path / "checkpoints"
+    # accelerate's `total_limit` deleted the oldest of the three saves.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint_1", "checkpoint_2"]
+    assert latest_checkpoint(tmp_path) == ckpt / "checkpoint_2"
+    assert json.loads((ckpt / "checkpoint_2" / "trainer_state.json").read_text())["epoch"] == 3
+    # A second run into the same folder replaces the first run's checkpoints (accelerate alone
+    # refuses an existing checkpoint folder).
+    train_model(build_model(exp, seed=0), exp, cfg.replace(training={"epochs": 1}).training)
+    assert json.loads((ckpt / "checkpoint_0" / "trainer_state.json").read_text())["epoch"] == 1
+    with pytest.raises(ValueError, match="save_total_limit"):
+        experiment_config_from_dict(tiny_config(tmp_path, save_total_limit=0))
 
 
 @pytest.mark.parametrize(

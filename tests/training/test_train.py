@@ -6,8 +6,8 @@ import torch
 
 from ggr_hf.cli import main
 from ggr_hf.evaluation.evaluator import evaluate_model, evaluate_popularity
-from ggr_hf.training.config import ExperimentConfig, experiment_config_from_dict, load_experiment_config
-from ggr_hf.training.trainer import build_model, prepare_experiment, train
+from ggr_hf.experiments.config import ExperimentConfig, experiment_config_from_dict, load_experiment_config
+from ggr_hf.experiments.experiment import build_model, prepare_experiment, train_model
 
 SYNTH = {"num_users": 150, "num_items": 200, "num_categories": 6, "min_len": 20, "max_len": 40, "seed": 0}
 
@@ -38,7 +38,7 @@ def test_training_lowers_the_loss_and_beats_random_ranking(tmp_path):
     exp = prepare_experiment(cfg)
     model = build_model(exp)
     before = evaluate_model(model, exp.split.validation, item_categories=exp.item_categories)
-    result = train(model, exp, cfg.training)
+    result = train_model(model, exp, cfg.training)
     losses = [r["train_loss"] for r in result.history]
     assert losses[-1] < losses[0] * 0.9
     after = evaluate_model(model, exp.split.test, item_categories=exp.item_categories)
@@ -109,7 +109,7 @@ def test_seeds_make_training_reproducible(tmp_path):
     a = small_config(tmp_path / "a", epochs=1)
     b = small_config(tmp_path / "b", epochs=1)
     ma, mb = build_model(prepare_experiment(a), seed=0), build_model(prepare_experiment(b), seed=0)
-    train(ma, prepare_experiment(a), a.training)
-    train(mb, prepare_experiment(b), b.training)
+    train_model(ma, prepare_experiment(a), a.training)
+    train_model(mb, prepare_experiment(b), b.training)
     for (n1, p1), (_, p2) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(p1, p2), n1

@@ -1,39 +1,43 @@
-"""The `ggr-hf push` and `ggr-hf card` sub-commands.
+"""`ggr-hf push` and `ggr-hf card`: publish a saved model with its model card.
 
-`ggr_hf.cli` wires them in:
-
-```python
-from ggr_hf.hub_cli import add_hub_commands, run_hub_command
-
-add_hub_commands(subparsers)  # adds "push" and "card"
-...
-if getattr(args, "hub_command", None):
-    return run_hub_command(args)
-```
+The card layer takes its inputs as arguments; this module finds, for the inputs not given as flags,
+the files a training run writes beside a saved model (see `find_card_inputs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
+from typing import Any
 
-logger = logging.getLogger(__name__)
+__all__ = ["add_parsers", "find_card_inputs"]
+
+# Relative to the model folder (`OUT/best`): what `ggr-hf train` writes there and in `OUT`;
+# `eval_results.json` is a plain `{metric: value}` evaluation (`ggr-hf evaluate --output`).
+METRICS_FILES = ("eval_results.json", "results.json", "../results.json")
+TRAINING_ARGS_FILES = (
+    "training_args.json",
+    "training_args.yaml",
+    "ggr_experiment.json",
+    "../training_args.json",
+    "../training_args.yaml",
+)
+# Caption -> candidate files (the names the ablation writes), beside the model or in its run folder.
+FIGURES = {
+    "Accuracy vs diversity": ("accuracy_vs_diversity.png", "accuracy_vs_diversity.svg"),
+    "Head contributions": ("head_contributions.png", "head_contributions.svg"),
+}
 
 
-def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers `push` and `card` on an `argparse` sub-parser collection.
-
-    Each sets `hub_command` (`"push"` or `"card"`) in the parsed namespace for [`run_hub_command`].
-    """
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `push` and `card`."""
     push = subparsers.add_parser(
         "push",
         help="upload a saved GGR model (or its heads only) to the Hugging Face Hub, with its model card",
         description=(
             "Uploads MODEL (a folder written by training or save_pretrained, or a heads folder) in one "
             "commit, with an up-to-date README.md model card. Evaluation results, training settings and "
-            "the accuracy vs diversity plot found beside MODEL fill the card."
+            "the figures found beside MODEL fill the card."
         ),
     )
     push.add_argument("model", metavar="MODEL", help="saved model or heads folder")
@@ -45,7 +49,7 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--commit-message", help="commit message")
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     _card_inputs(push)
-    push.set_defaults(hub_command="push")
+    push.set_defaults(run=_push)
 
     card = subparsers.add_parser(
         "card",
@@ -53,14 +57,14 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Writes MODEL/README.md from the model's config and weights and its training run. Inputs "
             "not given are read from the files beside MODEL (eval_results.json, results.json, "
-            "training_args.json/yaml, accuracy_diversity.png) and from the previous card, whose "
-            "user notes are kept."
+            "training_args.json/yaml or ggr_experiment.json, accuracy_vs_diversity.png, "
+            "head_contributions.png) and from the previous card, whose user notes are kept."
         ),
     )
     card.add_argument("model", metavar="MODEL", help="saved model or heads folder")
     card.add_argument("--repo-id", help="Hub id shown in the card's loading snippet")
     _card_inputs(card)
-    card.set_defaults(hub_command="card")
+    card.set_defaults(run=_card)
 
 
 def _card_inputs(parser: argparse.ArgumentParser) -> None:
@@ -76,36 +80,50 @@ def _card_inputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _card_kwargs(args: argparse.Namespace) -> dict:
-    kwargs = {
+def _first_file(model_dir: Path, names: tuple[str, ...]) -> Path | None:
+    return next((p for p in ((model_dir / n).resolve() for n in names) if p.is_file()), None)
+
+
+def find_card_inputs(model_dir: str | Path) -> dict[str, Any]:
+    """The card inputs a training run left beside `model_dir`: `metrics`, `training_args` (paths)
+    and `figures` (caption -> path); only what exists is returned."""
+    model_dir = Path(model_dir)
+    found: dict[str, Any] = {}
+    for key, names in (("metrics", METRICS_FILES), ("training_args", TRAINING_ARGS_FILES)):
+        if (path := _first_file(model_dir, names)) is not None:
+            found[key] = path
+    figures = {}
+    for caption, names in FIGURES.items():
+        if (path := _first_file(model_dir, names + tuple(f"../{n}" for n in names))) is not None:
+            figures[caption] = path
+    if figures:
+        found["figures"] = figures
+    return found
+
+
+def _card_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The card inputs: the flags given, then the files found beside the model."""
+    kwargs = find_card_inputs(args.model)
+    given = {
         "metrics": args.metrics,
         "training_args": args.training_args,
         "dataset_name": args.dataset,
         "dataset_split": args.split,
-        "plot_path": args.plot,
         "license": args.license,
         "base_model": args.base_model,
     }
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def run_hub_command(args: argparse.Namespace) -> int:
-    """Runs `push` or `card`. Returns the exit status; errors are printed, not raised."""
-    try:
-        if args.hub_command == "push":
-            return _push(args)
-        if args.hub_command == "card":
-            return _card(args)
-        raise ValueError(f"unknown hub command {args.hub_command!r}")
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"ggr-hf {args.hub_command}: error: {err}", file=sys.stderr)
-        return 1
+    kwargs.update({k: v for k, v in given.items() if v is not None})
+    if args.plot is not None:
+        kwargs["figures"] = {**kwargs.get("figures", {}), "Accuracy vs diversity": args.plot}
+    return kwargs
 
 
 def _push(args: argparse.Namespace) -> int:
-    from ggr_hf.hub import push_model_to_hub
+    from ggr_hf.hub.push import push_model_to_hub
 
     model = Path(args.model)
+    if not model.is_dir():
+        raise FileNotFoundError(f"{model} is not a folder")
     info = push_model_to_hub(
         model,
         args.repo_id,
@@ -124,8 +142,9 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from ggr_hf.hub import HEADS_MODEL_TYPE, read_config_dict
-    from ggr_hf.modelcard import build_model_card
+    from ggr_hf.configuration_heads import HEADS_MODEL_TYPE
+    from ggr_hf.hub.card import build_model_card
+    from ggr_hf.hub.io import read_config_dict
 
     model = Path(args.model)
     model_type = read_config_dict(model).get("model_type")

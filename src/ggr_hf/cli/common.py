@@ -1,0 +1,59 @@
+"""Flags and loading shared by several `ggr-hf` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ggr_hf.experiments.config import ExperimentConfig
+    from ggr_hf.experiments.experiment import Experiment
+    from ggr_hf.modeling_ggr import GGRForRecommendation
+
+
+def add_set_flag(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
+    """`--set SECTION.KEY=VALUE`, repeatable, the value parsed as YAML."""
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=help)
+
+
+def load_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The experiment YAML named by `--config` with the `--set` overrides."""
+    from ggr_hf.experiments.config import load_experiment_config
+
+    return load_experiment_config(args.config, args.set)
+
+
+def _experiment_for_model(model_dir: Path, config_path: str | None, overrides: list[str] | None):
+    from ggr_hf.experiments.config import apply_overrides, experiment_config_from_dict, load_experiment_config
+    from ggr_hf.experiments.experiment import EXPERIMENT_FILE
+
+    if config_path:
+        return load_experiment_config(config_path, overrides)
+    saved = model_dir / EXPERIMENT_FILE
+    if not saved.is_file():
+        raise FileNotFoundError(
+            f"{model_dir} has no {EXPERIMENT_FILE} (written by `ggr-hf train`); pass --config to name the data"
+        )
+    return experiment_config_from_dict(apply_overrides(json.loads(saved.read_text()), overrides), str(saved))
+
+
+def load_model_and_data(
+    args: argparse.Namespace,
+) -> tuple[ExperimentConfig, Experiment, GGRForRecommendation]:
+    """The saved model `args.model` and its experiment (data, split, priors), rebuilt from the
+    `ggr_experiment.json` saved with it or from `--config`."""
+    from ggr_hf.experiments.experiment import prepare_experiment
+    from ggr_hf.modeling_ggr import GGRForRecommendation
+
+    model_dir = Path(args.model)
+    cfg = _experiment_for_model(model_dir, args.config, args.set)
+    exp = prepare_experiment(cfg)
+    model = GGRForRecommendation.from_pretrained(str(model_dir))
+    if model.config.num_items != exp.bundle.num_items:
+        raise ValueError(
+            f"the model has {model.config.num_items} items but the data set '{exp.bundle.name}' has "
+            f"{exp.bundle.num_items}; use the data it was trained on"
+        )
+    return cfg, exp, model.eval()

@@ -1,0 +1,65 @@
+"""The multi-seed runner `compare` and `ablate` share: one experiment trained once per seed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ggr_hf.experiments.config import ExperimentConfig
+from ggr_hf.experiments.experiment import Experiment, ExperimentRun, run_experiment_with_model
+
+__all__ = ["SeedRun", "run_seeds", "slug"]
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class SeedRun:
+    """One seed's run: its seed, its result and model (`ExperimentRun`) and its wall time."""
+
+    seed: int
+    run: ExperimentRun
+    seconds: float
+
+
+def slug(name: str) -> str:
+    """A folder name for a variant name: `HSTU + item:genres` -> `hstu___item_genres`."""
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def run_seeds(
+    cfg: ExperimentConfig,
+    exp: Experiment,
+    seeds: list[int],
+    output_dir: str | Path,
+    *,
+    label: str,
+    report: Report | None = None,
+) -> Iterator[SeedRun]:
+    """Trains `cfg` once per seed on the prepared `exp`, each run in `output_dir/seed{seed}`, and
+    evaluates it on test; yields each run as it ends (so the caller may evaluate the model further
+    before the next one is trained).
+
+    Args:
+        cfg: the experiment; `training.seed` and `training.output_dir` are set per run.
+        exp: the data, split and priors, shared by the seeds.
+        seeds: training seeds.
+        output_dir: parent of the runs' folders.
+        label: names the runs in the report lines.
+        report: called with one line per finished run (its test Recall@10 and NDCG@10), e.g. `print`.
+    """
+    for seed in seeds:
+        run_dir = Path(output_dir) / f"seed{seed}"
+        scfg = cfg.replace(training={"seed": seed, "output_dir": str(run_dir)})
+        start = time.time()
+        run = run_experiment_with_model(scfg, exp=exp)
+        seconds = time.time() - start
+        if report is not None:
+            test = run.result["test"]
+            report(
+                f"{label} seed {seed}: test recall@10 {test['recall@10']:.4f} "
+                f"ndcg@10 {test['ndcg@10']:.4f} ({seconds:.0f} s)"
+            )
+        yield SeedRun(seed, run, seconds)
