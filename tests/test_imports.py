@@ -26,7 +26,8 @@ def test_data_command_line_does_not_load_torch_or_transformers():
         """
         import sys
         import ggr_hf
-        import ggr_hf.data.cli, ggr_hf.data.merrec, ggr_hf.data.ebnerd, ggr_hf.data.pixelrec
+        import ggr_hf.cli.data, ggr_hf.data.registry, ggr_hf.data.cache, ggr_hf.data.merrec, ggr_hf.data.ebnerd
+        import ggr_hf.data.pixelrec, ggr_hf.data.release
         from ggr_hf.cli import build_parser
         build_parser().parse_args(["data", "prepare", "merrec", "--raw", "r", "--out", "o"])
         print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
@@ -69,10 +70,58 @@ def test_a_shipped_backbone_type_works_in_a_fresh_process():
         """
         from pathlib import Path
         from ggr_hf.configuration_ggr import GGRConfig
-        from ggr_hf.training.config import load_experiment_config
+        from ggr_hf.experiments.config import load_experiment_config
 
         cfg = load_experiment_config(Path("recipes/configs/ml100k_hllm_tiny.yaml"))
         print(GGRConfig(num_items=10, **cfg.model).get_backbone_config().__class__.__name__)
         """
     )
     assert out == "HLLMConfig"
+
+
+def test_import_ggr_hf_then_automodel_loads_a_saved_model(tmp_path):
+    # Save in one process, load in a fresh one that only did `import ggr_hf` before transformers.
+    _run(
+        f"""
+        from tests.conftest import tiny_model
+        tiny_model([{{"type": "temporal", "segments": 2, "horizon": 2}}]).save_pretrained({str(tmp_path)!r})
+        """
+    )
+    out = _run(
+        f"""
+        import sys
+        import ggr_hf
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        import transformers
+        model = transformers.AutoModel.from_pretrained({str(tmp_path)!r})
+        print(type(model).__name__, model.head_names)
+        """
+    )
+    assert out == "GGRForRecommendation ['short-term', 'long-term']"
+
+
+def test_transformers_imported_first_then_ggr_hf_also_registers(tmp_path):
+    out = _run(
+        """
+        import transformers
+        import ggr_hf
+        print(transformers.AutoConfig.for_model("ggr").__class__.__name__)
+        """
+    )
+    assert out == "GGRConfig"
+
+
+def test_every_public_model_and_config_class_is_importable_from_ggr_hf():
+    out = _run(
+        """
+        import ggr_hf
+        from transformers import PreTrainedModel, PretrainedConfig
+        names = [n for n in ggr_hf.__all__ if n != "__version__"]
+        kinds = {n: getattr(ggr_hf, n) for n in names}
+        models = sorted(n for n, v in kinds.items() if isinstance(v, type) and issubclass(v, PreTrainedModel))
+        configs = sorted(n for n, v in kinds.items() if isinstance(v, type) and issubclass(v, PretrainedConfig))
+        print(models, configs)
+        """
+    )
+    assert "'GGRForRecommendation'" in out and "'HSTUModel'" in out and "'HLLMModel'" in out
+    assert "'GGRConfig'" in out and "'GGRHeadsConfig'" in out and "'HLLMConfig'" in out

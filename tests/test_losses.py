@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ggr_hf.losses import infonce_loss, infonce_loss_reference, offset_weights, sample_negatives
+from ggr_hf.losses import infonce_loss, offset_weights, sample_negatives
 from tests.conftest import membership, tiny_model
+from tests.ggr_reference import infonce_loss_reference
 
 
 def _case(seed=0, heads=3, horizon=2):

@@ -3,7 +3,8 @@ import pytest
 
 from ggr_hf.data.splits import temporal_split
 from ggr_hf.data.synthetic import make_synthetic
-from ggr_hf.priors.builder import build_priors, item_cooccurrence_edges, leiden_communities
+from ggr_hf.priors import item_cooccurrence_edges, leiden_communities
+from ggr_hf.priors.builder import build_priors
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_graph_prior_reads_training_histories_only(synth):
 
 
 def test_graph_clusters_are_saved_as_an_item_column():
-    from ggr_hf.training.config import experiment_config_from_dict
-    from ggr_hf.training.trainer import prepare_experiment
+    from ggr_hf.experiments.config import experiment_config_from_dict
+    from ggr_hf.experiments.experiment import prepare_experiment
 
     cfg = experiment_config_from_dict(
         {

@@ -6,40 +6,16 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from ggr_hf.configuration_utils import backbone_fields, reject_unknown_keys
-from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
+from ggr_hf.configuration_utils import backbone_fields, register_model_type, reject_unknown_keys
+from ggr_hf.models import backbone_config_class
+from ggr_hf.priors import make_prior
 from ggr_hf.priors.spec import normalize_prior_specs, priors_resolved
-
-BACKBONE_CONFIGS: dict[str, type[PretrainedConfig]] = {"hstu": HSTUConfig}
 
 COMPOSITIONS = ("multiplicative", "hierarchical", "additive")
 FUSIONS = ("max", "mean")
 NEGATIVE_SAMPLING = ("in_group", "global")
 PRIOR_WEIGHTING = ("frequency", "uniform")
 HEAD_INITS = ("zero", "trunc_normal")
-
-
-# Backbones shipped with ggr-hf whose modules register themselves on import. They are imported when
-# first named, so that `GGRConfig(backbone_type="hllm")` works whatever the user imported before.
-_SHIPPED_BACKBONE_MODULES = {"hllm": "ggr_hf.models.hllm"}
-
-
-def register_backbone_config(name: str, config_class: type[PretrainedConfig]) -> None:
-    """Makes a backbone type available to `GGRConfig(backbone_type=name)`."""
-    BACKBONE_CONFIGS[name] = config_class
-
-
-def ensure_backbone_registered(name: str) -> bool:
-    """Imports the module of a shipped backbone type that is not registered yet.
-
-    Returns:
-        `bool`: whether `name` is registered now.
-    """
-    if name not in BACKBONE_CONFIGS and name in _SHIPPED_BACKBONE_MODULES:
-        import importlib
-
-        importlib.import_module(_SHIPPED_BACKBONE_MODULES[name])
-    return name in BACKBONE_CONFIGS
 
 
 class GGRConfig(PretrainedConfig):
@@ -52,16 +28,19 @@ class GGRConfig(PretrainedConfig):
 
     Args:
         backbone_type (`str`, *optional*, defaults to `"hstu"`):
-            Which backbone to build (`"hstu"`; more are registered by their modules).
+            The backbone's `model_type` in transformers' `AutoConfig` / `AutoModel` (ggr-hf ships
+            `"hstu"` and `"hllm"`; any backbone registered there and implementing
+            `ggr_hf.models.backbone.GGRBackboneModel` works).
         backbone_config (`dict` or `PretrainedConfig`, *optional*):
-            The backbone's own configuration. `num_items` is filled from this config's `num_items`.
+            The backbone's own configuration (the composite-model sub-config). Saved as a dict of
+            every backbone field; `num_items` is filled from this config's `num_items`.
         num_items (`int`, *optional*, defaults to 1):
             Number of real items (internal ids `1..num_items`, 0 is padding).
 
         > Priors and heads
 
         priors (`list[dict]`, *optional*):
-            Prior specifications (see `ggr_hf.priors.spec`). An empty list gives the plain backbone,
+            Prior specifications (see `ggr_hf.priors`; each `type` is a registered plug-in). An empty list gives the plain backbone,
             the baseline. Saved resolved, i.e. with each prior's ordered group names.
         composition (`str`, *optional*, defaults to `"multiplicative"`):
             How two or more priors combine: `"multiplicative"` (one head per combination),
@@ -132,11 +111,16 @@ class GGRConfig(PretrainedConfig):
         exclude_history: bool = True,
         **kwargs,
     ):
-        if not ensure_backbone_registered(backbone_type):
-            known = sorted({*BACKBONE_CONFIGS, *_SHIPPED_BACKBONE_MODULES})
-            raise ValueError(f"GGRConfig.backbone_type must be one of {known}, got {backbone_type!r}")
+        if isinstance(backbone_config, PretrainedConfig):
+            if backbone_type != backbone_config.model_type and backbone_type != "hstu":
+                raise ValueError(
+                    f"GGRConfig.backbone_type {backbone_type!r} disagrees with the backbone_config's "
+                    f"model_type {backbone_config.model_type!r}"
+                )
+            # A config object names its own type; "hstu" is only the default when none is given.
+            backbone_type = backbone_config.model_type
+        config_cls = backbone_config_class(backbone_type)
         self.backbone_type = backbone_type
-        config_cls = BACKBONE_CONFIGS[backbone_type]
         if isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_config.to_dict()
         backbone_config = dict(backbone_config or {})
@@ -171,8 +155,7 @@ class GGRConfig(PretrainedConfig):
 
     def get_backbone_config(self) -> PretrainedConfig:
         """The backbone's configuration object (an `HSTUConfig` for `backbone_type="hstu"`)."""
-        cfg = BACKBONE_CONFIGS[self.backbone_type](**self.backbone_config)
-        return cfg
+        return backbone_config_class(self.backbone_type)(**self.backbone_config)
 
     @property
     def hidden_size(self) -> int:
@@ -185,8 +168,7 @@ class GGRConfig(PretrainedConfig):
     @property
     def horizon(self) -> int:
         """Number of future items each position is trained to predict (P); 1 without a temporal prior."""
-        horizons = [p["horizon"] for p in self.priors if p["type"] == "temporal"]
-        return max(horizons) if horizons else 1
+        return max([make_prior(p, i).horizon for i, p in enumerate(self.priors)], default=1)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -231,11 +213,10 @@ class GGRConfig(PretrainedConfig):
             )
         if float(self.head_init_std) <= 0:
             raise ValueError(f"GGRConfig.head_init_std must be > 0, got {self.head_init_std!r}")
-        if len([p for p in self.priors if p["type"] == "temporal"]) > 1:
-            raise ValueError("GGRConfig.priors: at most one temporal prior is supported")
-        if len([p for p in self.priors if p["type"] == "event"]) > 1:
-            raise ValueError("GGRConfig.priors: at most one event prior is supported")
 
     @property
     def priors_resolved(self) -> bool:
         return priors_resolved(self.priors)
+
+
+register_model_type(GGRConfig.model_type, GGRConfig)

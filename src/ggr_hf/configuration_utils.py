@@ -39,3 +39,38 @@ def reject_unknown_keys(config_name: str, kwargs: dict) -> None:
 def backbone_fields(config: PretrainedConfig) -> dict:
     """A backbone config's own fields (transformers' bookkeeping keys left out)."""
     return {k: v for k, v in config.to_dict().items() if k not in _TRANSFORMERS_KEYS and k != "model_type"}
+
+
+def register_model_type(model_type: str, config_class: type, model_class: type | None = None) -> bool:
+    """Registers one model type with `AutoConfig` (and `AutoModel` when `model_class` is given).
+
+    Idempotent: registering again (a re-import, a reload that made new class objects) replaces the
+    entry. A `model_type` that transformers itself defines is never overridden (a future native `hstu`
+    would win), with a warning.
+
+    Returns:
+        `bool`: whether it was registered.
+
+    Raises:
+        `ValueError` when `config_class.model_type` is not `model_type`.
+    """
+    import logging
+
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if getattr(config_class, "model_type", None) != model_type:
+        raise ValueError(
+            f"{config_class.__name__}.model_type is {config_class.model_type!r}, not {model_type!r}"
+        )
+    if model_type in CONFIG_MAPPING_NAMES:
+        logging.getLogger(__name__).warning(
+            "transformers defines model_type %r itself; ggr-hf's %s is not registered",
+            model_type,
+            config_class.__name__,
+        )
+        return False
+    AutoConfig.register(model_type, config_class, exist_ok=True)
+    if model_class is not None:
+        AutoModel.register(config_class, model_class, exist_ok=True)
+    return True

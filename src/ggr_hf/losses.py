@@ -7,7 +7,7 @@ With the frequency weights the double sum is the mean over all (target, compatib
 offset p, which is how it is computed; "uniform" weights give every head present the same weight.
 
 Only the (position, offset, head) triples whose target is compatible with the head are scored: no
-`batch x heads x items` tensor is built. `infonce_loss_reference` is the plain loop version the
+`batch x heads x items` tensor is built. `tests/ggr_reference.py` holds the plain loop version the
 tests compare against.
 """
 
@@ -172,53 +172,3 @@ def infonce_loss(
     loss = (w_m * loss_m).sum() / w_p[present].sum()
     per_head = torch.bincount(k, minlength=num_heads)
     return LossOutput(loss, int(b.numel()), per_head)
-
-
-def infonce_loss_reference(
-    queries: torch.Tensor,
-    target_ids: torch.Tensor,
-    compatible: torch.Tensor,
-    embed: Callable[[torch.Tensor], torch.Tensor],
-    negatives: torch.Tensor,
-    logit_scale: float,
-    weights_per_offset: torch.Tensor,
-    prior_weighting: str = "frequency",
-    false_negative_threshold: float = 0.99,
-) -> torch.Tensor:
-    """The formula `sum_p w_p sum_k w_k L_{k,p}` written as plain loops, for the tests."""
-    bsz, seq_len, horizon, num_heads = compatible.shape
-    per = {}
-    for pp in range(horizon):
-        for kk in range(num_heads):
-            terms = []
-            for bb in range(bsz):
-                for tt in range(seq_len):
-                    if not compatible[bb, tt, pp, kk]:
-                        continue
-                    y = target_ids[bb, tt, pp]
-                    q = queries[bb, tt, kk]
-                    e_pos = embed(y.view(1))[0]
-                    negs = negatives[0 if negatives.shape[0] == 1 else kk]
-                    logits = [float(q @ e_pos) * logit_scale]
-                    for n in negs:
-                        e_n = embed(n.view(1))[0]
-                        if int(n) == int(y) or float(e_pos @ e_n) > false_negative_threshold:
-                            continue
-                        logits.append(float(q @ e_n) * logit_scale)
-                    lg = torch.tensor(logits, dtype=torch.float64)
-                    terms.append(float(torch.logsumexp(lg, 0) - lg[0]))
-            if terms:
-                per[(pp, kk)] = (sum(terms) / len(terms), len(terms))
-    total, norm = 0.0, 0.0
-    for pp in range(horizon):
-        entries = {kk: v for (p2, kk), v in per.items() if p2 == pp}
-        if not entries:
-            continue
-        if prior_weighting == "frequency":
-            n_all = sum(n for _, n in entries.values())
-            inner = sum(mean * n / n_all for mean, n in entries.values())
-        else:
-            inner = sum(mean for mean, _ in entries.values()) / len(entries)
-        total += float(weights_per_offset[pp]) * inner
-        norm += float(weights_per_offset[pp])
-    return torch.tensor(total / norm, dtype=torch.float64)

@@ -12,18 +12,15 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.configuration_utils import register_model_type
 from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
 from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
-from ggr_hf.losses import infonce_loss, offset_weights, sample_negatives
-from ggr_hf.models.hstu.modeling_hstu import HSTUModel, default_query_timestamps
-
-BACKBONE_MODELS: dict[str, type[PreTrainedModel]] = {"hstu": HSTUModel}
-
-
-def register_backbone_model(name: str, model_class: type[PreTrainedModel]) -> None:
-    """Makes a backbone model class available to `GGRForRecommendation` (one line per backbone)."""
-    BACKBONE_MODELS[name] = model_class
+from ggr_hf.hub.loading import load_ggr, save_heads
+from ggr_hf.hub.push import push_model_to_hub
+from ggr_hf.losses import gather_negatives, infonce_loss, offset_weights, sample_negatives
+from ggr_hf.models import build_backbone, register_backbone_models
+from ggr_hf.models.backbone import request_query_timestamps
 
 
 @dataclass
@@ -96,12 +93,6 @@ class GGRPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
         elif isinstance(module, GGRForRecommendation):
             init.constant_(module.logit_scale, float(self.config.logit_scale_init))
-            # Non-persistent buffers are not in checkpoints: transformers 5 materialises them with
-            # `empty_like` in `from_pretrained`, so they are refilled from the layout here.
-            init.copy_(module._head_item_group, module.layout.item_group)
-            init.copy_(module._head_segment, module.layout.segment)
-            init.copy_(module._head_event, module.layout.event)
-            init.copy_(module._head_user_group, module.layout.user_group)
         elif isinstance(module, GGRItemGroups):
             return  # data, not weights: set by `set_item_groups` or loaded from the checkpoint
         else:
@@ -118,18 +109,17 @@ class GGRForRecommendation(GGRPreTrainedModel):
     def __init__(self, config: GGRConfig):
         super().__init__(config)
         self.layout: HeadLayout = build_head_layout(config.priors, config.composition)
-        backbone_cls = BACKBONE_MODELS[config.backbone_type]
-        self.backbone = backbone_cls(config.get_backbone_config())
+        # The composite-model idiom: the backbone is whatever AutoModel builds for the sub-config.
+        self.backbone = build_backbone(config.get_backbone_config())
         self.heads = GGRHeads(self.layout, config.hidden_size, bias=config.head_bias)
         group_sizes = [len(config.priors[i]["values"]) for i in self.layout.item_prior_indices]
         self.item_groups = GGRItemGroups(config.num_items, group_sizes)
         self.logit_scale = nn.Parameter(
             torch.tensor(float(config.logit_scale_init)), requires_grad=bool(config.learnable_logit_scale)
         )
-        self.register_buffer("_head_item_group", self.layout.item_group.clone(), persistent=False)
-        self.register_buffer("_head_segment", self.layout.segment.clone(), persistent=False)
-        self.register_buffer("_head_event", self.layout.event.clone(), persistent=False)
-        self.register_buffer("_head_user_group", self.layout.user_group.clone(), persistent=False)
+        # The head layout (each head's value in each prior) is derived from the config, not a
+        # weight or buffer: it is rebuilt exactly by `__init__` and never needs restoring after load.
+        self._head_values_on: dict[torch.device, torch.Tensor] = {}
         self.post_init()
 
     # ------------------------------------------------------------------ Hub: loading, heads, push
@@ -137,28 +127,18 @@ class GGRForRecommendation(GGRPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, heads=None, **kwargs):
         """Loads a full GGR model, a heads-only artifact (with the base it records), or a backbone /
-        full model plus `heads=...` (see [`ggr_hf.hub.load_ggr`]). Missing or unexpected keys are
+        full model plus `heads=...` (see [`ggr_hf.hub.loading.load_ggr`]). Missing or unexpected keys are
         errors unless `strict=False`; heads on another item vocabulary or hidden size raise."""
-        from ggr_hf.hub import load_ggr
-
         return load_ggr(pretrained_model_name_or_path, *model_args, heads=heads, model_class=cls, **kwargs)
 
     def save_heads(self, save_directory, **kwargs):
-        """Writes the heads-only artifact (no backbone file); see [`ggr_hf.hub.save_heads`]."""
-        from ggr_hf.hub import save_heads
-
+        """Writes the heads-only artifact (no backbone file); see [`ggr_hf.hub.loading.save_heads`]."""
         return save_heads(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, *, heads_only: bool = False, **kwargs):
         """Uploads the model (or its heads only) with its model card; see
-        [`ggr_hf.hub.push_model_to_hub`] (`private`, `token`, `revision`, `commit_message`, ...)."""
-        from ggr_hf.hub import push_model_to_hub
-
+        [`ggr_hf.hub.push.push_model_to_hub`] (`private`, `token`, `revision`, `commit_message`, ...)."""
         return push_model_to_hub(self, repo_id, heads_only=heads_only, **kwargs)
-
-    def push_heads_to_hub(self, repo_id: str, **kwargs):
-        """`push_to_hub(repo_id, heads_only=True, ...)`."""
-        return self.push_to_hub(repo_id, heads_only=True, **kwargs)
 
     # ------------------------------------------------------------------ priors and compatibility
 
@@ -192,12 +172,22 @@ class GGRForRecommendation(GGRPreTrainedModel):
             raise ValueError(f"prior {prior_name!r}: groups with no items: {[values[e] for e in empty]}")
         buf.copy_(membership.to(buf.device, torch.bool))
 
+    def head_values(self, device: torch.device | None = None) -> torch.Tensor:
+        """`torch.LongTensor [num_heads, num_priors]`: each head's value in each prior (-1: any),
+        on `device` (default: the model's)."""
+        device = torch.device(device) if device is not None else self.logit_scale.device
+        if device not in self._head_values_on:
+            self._head_values_on[device] = self.layout.head_values.to(device)
+        return self._head_values_on[device]
+
     def head_item_mask(self) -> torch.Tensor:
         """`torch.BoolTensor [num_items + 1, num_heads]`: the items each head may score (Omega_k)."""
         num_rows = self.config.num_items + 1
-        mask = torch.ones(num_rows, self.num_heads, dtype=torch.bool, device=self.logit_scale.device)
-        for j in range(self.item_groups.num_priors):
-            groups = self._head_item_group[:, j]  # [H]
+        device = self.logit_scale.device
+        mask = torch.ones(num_rows, self.num_heads, dtype=torch.bool, device=device)
+        values = self.head_values(device)
+        for j, i in enumerate(self.layout.item_prior_indices):
+            groups = values[:, i]  # [H]
             member = self.item_groups.membership(j)[:, groups.clamp(min=0)]  # [I+1, H]
             mask &= member | (groups < 0).unsqueeze(0)
         mask[0] = False
@@ -214,7 +204,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         self, user_groups: torch.Tensor | None = None, target_event: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """Heads allowed for each user: those of the user's groups and, in the oracle setting, the
-        true target event type.
+        true target event type (as the priors' plug-ins decide).
 
         Args:
             user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*)
@@ -223,20 +213,8 @@ class GGRForRecommendation(GGRPreTrainedModel):
         Returns:
             `torch.BoolTensor [batch_size, num_heads]` or `None` when every head is allowed.
         """
-        active = None
-        if self.layout.user_prior_indices:
-            if user_groups is None:
-                raise ValueError(
-                    "this model has a user prior: pass user_groups (batch_size, num_user_priors)"
-                )
-            heads = self._head_user_group  # [H, U]
-            ok = (heads.unsqueeze(0) < 0) | (heads.unsqueeze(0) == user_groups.unsqueeze(1))  # [B, H, U]
-            active = ok.all(-1)
-        if target_event is not None:
-            ev = self._head_event.unsqueeze(0)
-            ok = (ev < 0) | (ev == target_event.unsqueeze(1))
-            active = ok if active is None else active & ok
-        return active
+        context = self.layout.context(user_groups=user_groups, target_event=target_event)
+        return self.layout.active_heads(context, self.head_values())
 
     def compatibility(
         self,
@@ -246,7 +224,8 @@ class GGRForRecommendation(GGRPreTrainedModel):
         user_groups: torch.Tensor | None = None,
         head_item_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Which (position, offset, head) triples train: the target exists and matches the head's prior.
+        """Which (position, offset, head) triples train: the target exists, is one of the head's items,
+        and matches the head's other prior constraints (offset segment, event type, user group).
 
         Args:
             target_ids (`torch.LongTensor` of shape `(batch_size, seq_len, horizon)`)
@@ -257,22 +236,14 @@ class GGRForRecommendation(GGRPreTrainedModel):
         Returns:
             `torch.BoolTensor` of shape `(batch_size, seq_len, horizon, num_heads)`.
         """
-        horizon = target_ids.shape[-1]
         if head_item_mask is None:
             head_item_mask = self.head_item_mask()
         compat = head_item_mask[target_ids] & valid.unsqueeze(-1)  # [B, T, P, H]
-        seg_of_p = self.layout.segment_of_offset(horizon).to(target_ids.device)  # [P]
-        seg = self._head_segment
-        compat &= ((seg.unsqueeze(0) < 0) | (seg.unsqueeze(0) == seg_of_p.unsqueeze(1)))[None, None]
-        if self.layout.event_index is not None:
-            if target_event_ids is None:
-                raise ValueError("this model has an event prior: pass target_event_ids")
-            ev = self._head_event
-            compat &= (ev < 0) | (ev == target_event_ids.unsqueeze(-1))
-        active = self.head_active(user_groups) if self.layout.user_prior_indices else None
-        if active is not None:
-            compat &= active[:, None, None, :]
-        return compat
+        context = self.layout.context(
+            horizon=target_ids.shape[-1], target_event_ids=target_event_ids, user_groups=user_groups
+        )
+        pairs = self.layout.pair_mask(context, self.head_values(target_ids.device))
+        return compat if pairs is None else compat & pairs
 
     # ------------------------------------------------------------------ forward and loss
 
@@ -301,8 +272,6 @@ class GGRForRecommendation(GGRPreTrainedModel):
             `torch.LongTensor` of shape `(num_heads, n)`, or `(1, n)` for catalogue-wide sampling, with
             `n = max(len(seeds), 1) * num_negatives`, times the number of processes with `gather`.
         """
-        from ggr_hf.losses import gather_negatives
-
         # Heads that do not restrict items (temporal, event, user, the backbone) draw from the
         # whole catalogue, so in-group sampling only matters with an item-restricting prior.
         in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
@@ -386,9 +355,9 @@ class GGRForRecommendation(GGRPreTrainedModel):
             # global RNG) and `gather_negatives` (share them across processes); see the helper.
             negatives = self._training_negatives(mask, input_ids.device, negative_seeds, gather_negatives)
             embed = self.backbone.embed_items
-            if isinstance(self.backbone, HSTUModel) and int(compat.sum()) > self.config.num_items:
+            if self.backbone.item_table_is_cheap and int(compat.sum()) > self.config.num_items:
                 # With more pairs than items, normalising the table once is cheaper than normalising
-                # every gathered row (same values; HLLM keeps per-id encoding).
+                # every gathered row (same values; text-encoding backbones keep per-id encoding).
                 table = self.backbone.all_item_embeddings()
 
                 def embed(ids: torch.Tensor) -> torch.Tensor:
@@ -427,8 +396,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         q_ts = None
         if query_timestamps is not None and timestamps is not None:
             # The request time applies to the last real position; earlier positions use the next event.
-            q_ts = default_query_timestamps(timestamps, attention_mask).clone()
-            q_ts[torch.arange(len(lengths)), lengths - 1] = query_timestamps.to(q_ts.dtype)
+            q_ts = request_query_timestamps(timestamps, attention_mask, query_timestamps)
         hidden = self.backbone(
             input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
         ).last_hidden_state
@@ -563,3 +531,8 @@ def _last_window(
     out_ids = torch.where(keep, ids.gather(1, cols), torch.zeros_like(cols))
     out_ts = None if ts is None else torch.where(keep, ts.gather(1, cols), torch.zeros_like(cols))
     return out_ids, out_ts
+
+
+# `AutoModel.from_pretrained` on a ggr-hf folder works once the model module is loaded.
+register_backbone_models()
+register_model_type(GGRConfig.model_type, GGRConfig, GGRForRecommendation)

@@ -1,7 +1,8 @@
 import torch
 
-from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense, merge_topk_lists
+from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
 from tests.conftest import membership, tiny_model
+from tests.ggr_reference import merge_topk_lists
 
 
 def _inputs(seed=0, batch=4, heads=3, items=21, d=8):

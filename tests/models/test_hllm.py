@@ -16,7 +16,6 @@ from transformers import (
     Qwen3Config,
 )
 
-import ggr_hf.models.hllm  # noqa: F401  (registers backbone_type="hllm")
 from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.modeling_ggr import GGRForRecommendation
 from ggr_hf.models.hllm import (

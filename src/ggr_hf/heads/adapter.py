@@ -174,20 +174,3 @@ class GGRHeads(nn.Module):
                 x = x + self.level_embeddings[level - 1].weight[value]
             z = _apply_by_node(blocks, x, node)
         return z
-
-    def forward_reference(self, hidden: torch.Tensor) -> torch.Tensor:
-        """A plain per-head loop computing what `forward` computes, for the parity tests."""
-        if self.layout.is_backbone_only:
-            return hidden.unsqueeze(-2)
-        if self.layout.composition != "hierarchical":
-            return torch.stack([block(hidden) for block in self.levels[0]], dim=-2)
-        outs = [hidden]
-        for level, blocks in enumerate(self.levels):
-            new = []
-            for n, block in enumerate(blocks):
-                x = outs[int(self._parent_index[level][n])]
-                if level > 0:
-                    x = x + self.level_embeddings[level - 1].weight[int(self._value_index[level][n])]
-                new.append(block(x))
-            outs = new
-        return torch.stack(outs, dim=-2)

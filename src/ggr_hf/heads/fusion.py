@@ -116,37 +116,3 @@ def fuse_scores_dense(
     scores[:, 0] = float("-inf")
     head_index[:, 0] = -1
     return scores, head_index
-
-
-def merge_topk_lists(
-    per_head_scores: list[torch.Tensor], per_head_items: list[torch.Tensor], k: int
-) -> tuple[list[int], list[float], list[int]]:
-    """The release's max fusion for one user: merge per-head top-k lists by score, keep first occurrences.
-
-    Args:
-        per_head_scores: per head, `torch.FloatTensor (k_h,)` sorted descending.
-        per_head_items: per head, `torch.LongTensor (k_h,)` the matching item ids.
-        k: length of the merged list.
-
-    Returns:
-        (item ids, scores, head indices) of the merged top-k.
-    """
-    entries = [
-        (float(s), int(i), h)
-        for h, (scores, items) in enumerate(zip(per_head_scores, per_head_items))
-        for s, i in zip(scores.tolist(), items.tolist())
-    ]
-    # Highest score first; ties broken by lower item id, then lower head index, as fuse_scores + topk do.
-    entries.sort(key=lambda e: (-e[0], e[1], e[2]))
-    seen: set[int] = set()
-    items_out, scores_out, heads_out = [], [], []
-    for s, i, h in entries:
-        if i in seen:
-            continue
-        seen.add(i)
-        items_out.append(i)
-        scores_out.append(s)
-        heads_out.append(h)
-        if len(items_out) == k:
-            break
-    return items_out, scores_out, heads_out

@@ -8,45 +8,44 @@ so a saved model rebuilds exactly the same heads.
   hierarchical composition computes the same leaves through a tree of shared blocks.
 - additive: one head per value of each prior; a head constrains only its own prior.
 - no priors: a single head named "backbone" that is the identity (plain HSTU).
+
+What a head's constraint on a prior *means* (which items, offsets, events or users) is the prior
+plug-in's business (`ggr_hf.priors`); the layout only records, per head and prior, the value index
+(`head_values`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from ggr_hf.priors.spec import ITEM_RESTRICTING_TYPES
+from ggr_hf.priors import Prior, PriorContext, make_prior
 
 
 @dataclass
 class HeadLayout:
-    """The heads of a GGR model and their compatibility constraints.
+    """The heads of a GGR model.
 
     Attributes:
         priors: the resolved prior specifications, in config order.
+        composition: `"multiplicative"`, `"hierarchical"` or `"additive"`.
         paths: per head, a tuple of `(prior_index, value_index)` pairs.
         names: per head, a readable name such as `"short-term / Comedy"`.
-        item_group: `LongTensor [num_heads, num_item_priors]`, the value index of each item-restricting
-            prior (-1 where the head does not constrain it).
-        segment: `LongTensor [num_heads]`, the temporal segment (-1: every offset).
-        event: `LongTensor [num_heads]`, the event type (-1: every event).
-        user_group: `LongTensor [num_heads, num_user_priors]`, (-1: every user).
+        plugins: the prior plug-in objects, in config order.
+        head_values: `torch.LongTensor [num_heads, num_priors]` (CPU): each head's value index in each
+            prior, -1 where the head does not constrain it.
     """
 
     priors: list[dict]
     composition: str
     paths: list[tuple[tuple[int, int], ...]]
     names: list[str]
-    item_prior_indices: list[int] = field(default_factory=list)
-    user_prior_indices: list[int] = field(default_factory=list)
-    temporal_index: int | None = None
-    event_index: int | None = None
-    item_group: torch.Tensor | None = None
-    segment: torch.Tensor | None = None
-    event: torch.Tensor | None = None
-    user_group: torch.Tensor | None = None
+    plugins: list[Prior]
+    head_values: torch.Tensor
 
     @property
     def num_heads(self) -> int:
@@ -56,13 +55,48 @@ class HeadLayout:
     def is_backbone_only(self) -> bool:
         return not self.priors
 
-    def segment_of_offset(self, horizon: int) -> torch.Tensor:
-        """`LongTensor [horizon]`: the segment that learns offset p (0-based: p=0 is the next item)."""
-        if self.temporal_index is None:
-            return torch.zeros(horizon, dtype=torch.long)
-        spec = self.priors[self.temporal_index]
-        width = spec["horizon"] // spec["segments"]
-        return torch.arange(horizon) // width
+    @property
+    def item_prior_indices(self) -> list[int]:
+        """Indices of the priors whose heads score only their group's items (with a membership table)."""
+        return [i for i, p in enumerate(self.plugins) if p.restricts_items]
+
+    @property
+    def user_prior_indices(self) -> list[int]:
+        """Indices of the per-user priors; their columns in `user_groups` follow this order."""
+        return [i for i, p in enumerate(self.plugins) if p.per_user]
+
+    @property
+    def horizon(self) -> int:
+        """Future items per position the heads learn (P): the largest any prior needs, at least 1."""
+        return max([p.horizon for p in self.plugins], default=1)
+
+    def context(self, **kwargs) -> PriorContext:
+        """A `PriorContext` for this layout (user-group columns filled in)."""
+        columns = {i: j for j, i in enumerate(self.user_prior_indices)}
+        return PriorContext(user_columns=columns, **kwargs)
+
+    def pair_mask(self, context: PriorContext, head_values: torch.Tensor) -> torch.Tensor | None:
+        """The AND of every prior's training-pair constraint (`None`: no constraint).
+
+        Args:
+            head_values (`torch.LongTensor` of shape `(num_heads, num_priors)`): `self.head_values`
+                on the batch's device.
+
+        Returns:
+            `torch.BoolTensor` broadcastable to `(batch_size, seq_len, horizon, num_heads)`.
+        """
+        return self._all_priors(lambda prior, values: prior.pair_mask(values, context), head_values)
+
+    def active_heads(self, context: PriorContext, head_values: torch.Tensor) -> torch.Tensor | None:
+        """The AND of every prior's inference-time head selection: `(batch_size, num_heads)` or `None`."""
+        return self._all_priors(lambda prior, values: prior.active_heads(values, context), head_values)
+
+    def _all_priors(
+        self, mask_of: Callable[[Prior, torch.Tensor], torch.Tensor | None], head_values: torch.Tensor
+    ) -> torch.Tensor | None:
+        masks = [mask_of(prior, head_values[:, i]) for i, prior in enumerate(self.plugins)]
+        masks = [m for m in masks if m is not None]
+        return functools.reduce(torch.logical_and, masks) if masks else None
 
 
 def build_head_layout(priors: list[dict], composition: str) -> HeadLayout:
@@ -76,7 +110,7 @@ def build_head_layout(priors: list[dict], composition: str) -> HeadLayout:
         if not p.get("values"):
             raise ValueError(
                 f"GGRConfig.priors[{i}] ('{p.get('name')}') has no values; build the priors from data "
-                "with ggr_hf.priors.build_priors before building the model"
+                "with ggr_hf.priors.builder.build_priors before building the model"
             )
     if not priors:
         paths: list[tuple[tuple[int, int], ...]] = [()]
@@ -87,37 +121,17 @@ def build_head_layout(priors: list[dict], composition: str) -> HeadLayout:
         paths = [tuple(enumerate(combo)) for combo in itertools.product(*ranges)]
 
     names = [" / ".join(priors[i]["values"][v] for i, v in path) or "backbone" for path in paths]
-    item_idx = [i for i, p in enumerate(priors) if p["type"] in ITEM_RESTRICTING_TYPES]
-    user_idx = [i for i, p in enumerate(priors) if p["type"] == "user"]
-    temporal = next((i for i, p in enumerate(priors) if p["type"] == "temporal"), None)
-    event = next((i for i, p in enumerate(priors) if p["type"] == "event"), None)
-
-    num_heads = len(paths)
-    item_group = torch.full((num_heads, len(item_idx)), -1, dtype=torch.long, device="cpu")
-    user_group = torch.full((num_heads, len(user_idx)), -1, dtype=torch.long, device="cpu")
-    segment = torch.full((num_heads,), -1, dtype=torch.long, device="cpu")
-    event_t = torch.full((num_heads,), -1, dtype=torch.long, device="cpu")
+    # Explicitly on the CPU: a model built under a meta-device context (from_pretrained) must still
+    # get real layout tensors; they are data derived from the config, never weights.
+    head_values = torch.full((len(paths), len(priors)), -1, dtype=torch.long, device="cpu")
     for h, path in enumerate(paths):
         for i, v in path:
-            if i in item_idx:
-                item_group[h, item_idx.index(i)] = v
-            elif i in user_idx:
-                user_group[h, user_idx.index(i)] = v
-            elif i == temporal:
-                segment[h] = v
-            elif i == event:
-                event_t[h] = v
+            head_values[h, i] = v
     return HeadLayout(
         priors=priors,
         composition=composition,
         paths=paths,
         names=names,
-        item_prior_indices=item_idx,
-        user_prior_indices=user_idx,
-        temporal_index=temporal,
-        event_index=event,
-        item_group=item_group,
-        segment=segment,
-        event=event_t,
-        user_group=user_group,
+        plugins=[make_prior(p, i) for i, p in enumerate(priors)],
+        head_values=head_values,
     )

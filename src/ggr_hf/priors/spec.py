@@ -1,7 +1,8 @@
 """Prior specifications: what a user writes in YAML or Python to ask for prior-conditioned heads.
 
-A prior is a dict with a `type` and a `name`; the builder (`ggr_hf.priors.builder`) fills in the
-values it finds in the data. Examples:
+A prior is a dict with a `type` and a `name`; the plug-in registered for the type
+(`ggr_hf.priors.base.register_prior`) checks its fields, and resolves its values from the data
+(`ggr_hf.priors.builder`). Examples with the built-in types:
 
     {"type": "item", "field": "genres"}                       # one head per genre (multi-label)
     {"type": "item", "field": "tags", "mapping": {...}}       # tags mapped onto groups first
@@ -19,24 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-PRIOR_TYPES = ("item", "temporal", "event", "user", "graph")
-
-# Fields each prior type accepts; anything else is a typo and an error.
-_ALLOWED_FIELDS: dict[str, set[str]] = {
-    "item": {"type", "name", "field", "values", "mapping", "missing"},
-    "temporal": {"type", "name", "segments", "horizon", "values"},
-    "event": {"type", "name", "values"},
-    "user": {"type", "name", "field", "values", "source", "resolution", "seed", "missing"},
-    "graph": {"type", "name", "field", "values", "resolution", "seed", "min_weight", "missing"},
-}
-
-# Priors that restrict which items a head may score (their compatibility set Omega_k).
-ITEM_RESTRICTING_TYPES = ("item", "graph")
-
-
-def _err(index: int, spec: dict, message: str) -> ValueError:
-    name = spec.get("name", spec.get("type", "?")) if isinstance(spec, dict) else "?"
-    return ValueError(f"GGRConfig.priors[{index}] ('{name}'): {message}")
+from ggr_hf.priors.base import COMMON_FIELDS, get_prior_class
 
 
 def normalize_prior_specs(priors: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -46,7 +30,7 @@ def normalize_prior_specs(priors: list[dict[str, Any]] | None) -> list[dict[str,
         priors (`list[dict]`): the user's specifications.
 
     Returns:
-        `list[dict]`: copies with `name` (and, for temporal priors, `values`) filled in.
+        `list[dict]`: copies with `name` (and what each type fills in) set.
 
     Raises:
         `ValueError` naming the prior (by position and name) and the offending field.
@@ -57,69 +41,43 @@ def normalize_prior_specs(priors: list[dict[str, Any]] | None) -> list[dict[str,
         raise ValueError(f"GGRConfig.priors must be a list of dicts, got {type(priors).__name__}")
     out: list[dict[str, Any]] = []
     names: set[str] = set()
+    per_type: dict[str, int] = {}
     for i, raw in enumerate(priors):
         if not isinstance(raw, dict):
             raise ValueError(f"GGRConfig.priors[{i}] must be a dict, got {raw!r}")
         spec = copy.deepcopy(raw)
-        ptype = spec.get("type")
-        if ptype not in PRIOR_TYPES:
-            raise _err(i, spec, f"unknown type {ptype!r}; expected one of {list(PRIOR_TYPES)}")
-        unknown = sorted(set(spec) - _ALLOWED_FIELDS[ptype])
+
+        def fail(message: str, spec: dict = spec, i: int = i) -> ValueError:
+            name = spec.get("name", spec.get("type", "?"))
+            return ValueError(f"GGRConfig.priors[{i}] ('{name}'): {message}")
+
+        try:
+            cls = get_prior_class(spec.get("type"))
+        except ValueError as err:
+            raise fail(str(err)) from None
+        unknown = sorted(set(spec) - COMMON_FIELDS - cls.fields)
         if unknown:
-            raise _err(i, spec, f"unknown field(s) {unknown} for a {ptype} prior")
-        if ptype in ("item",) and not spec.get("field"):
-            raise _err(i, spec, "an item prior needs 'field', the item-table column holding the groups")
-        if ptype == "user" and spec.get("source", "attribute") == "attribute" and not spec.get("field"):
-            raise _err(i, spec, "a user prior needs 'field' (a user-table column) or source: graph")
-        if ptype == "user" and spec.get("source", "attribute") not in ("attribute", "graph"):
-            raise _err(i, spec, f"source must be 'attribute' or 'graph', got {spec.get('source')!r}")
-        if ptype in ("item", "user", "graph") and spec.get("missing", "error") not in ("error", "other"):
-            raise _err(i, spec, f"missing must be 'error' or 'other', got {spec.get('missing')!r}")
-        if ptype == "temporal":
-            segments = spec.get("segments")
-            horizon = spec.get("horizon", segments)
-            if not isinstance(segments, int) or segments < 1:
-                raise _err(i, spec, f"segments must be a positive integer, got {segments!r}")
-            if not isinstance(horizon, int) or horizon < 1:
-                raise _err(i, spec, f"horizon must be a positive integer, got {horizon!r}")
-            if horizon % segments:
-                raise _err(i, spec, f"horizon {horizon} is not divisible by segments {segments}")
-            spec["horizon"] = horizon
-            spec["values"] = temporal_segment_names(segments)
-        default_name = {
-            "item": spec.get("field"),
-            "temporal": "time",
-            "event": "event",
-            "user": spec.get("field") or "user_cluster",
-            "graph": "item_cluster",
-        }[ptype]
-        spec.setdefault("name", default_name)
+            raise fail(f"unknown field(s) {unknown} for a {cls.type} prior")
+        cls.check_spec(spec, fail)
+        spec.setdefault("name", cls.default_name(spec))
         if not isinstance(spec["name"], str) or not spec["name"]:
-            raise _err(i, spec, f"name must be a non-empty string, got {spec['name']!r}")
+            raise fail(f"name must be a non-empty string, got {spec['name']!r}")
         if spec["name"] in names:
-            raise _err(i, spec, f"duplicate prior name {spec['name']!r}")
+            raise fail(f"duplicate prior name {spec['name']!r}")
         names.add(spec["name"])
         values = spec.get("values")
         if values is not None:
             if not isinstance(values, (list, tuple)) or not values:
-                raise _err(i, spec, f"values must be a non-empty list of group names, got {values!r}")
+                raise fail(f"values must be a non-empty list of group names, got {values!r}")
             values = [str(v) for v in values]
             if len(set(values)) != len(values):
-                raise _err(i, spec, "values contains duplicates")
+                raise fail("values contains duplicates")
             spec["values"] = values
+        per_type[cls.type] = per_type.get(cls.type, 0) + 1
+        if cls.max_per_model is not None and per_type[cls.type] > cls.max_per_model:
+            raise ValueError(f"GGRConfig.priors: at most {cls.max_per_model} {cls.type} prior(s) per model")
         out.append(spec)
     return out
-
-
-def temporal_segment_names(segments: int) -> list[str]:
-    """Readable names of the LT/ST_S segments: short-term first, long-term last."""
-    if segments == 1:
-        return ["next-items"]
-    if segments == 2:
-        return ["short-term", "long-term"]
-    names = [f"segment-{s}" for s in range(segments)]
-    names[0], names[-1] = "short-term", "long-term"
-    return names
 
 
 def priors_resolved(priors: list[dict[str, Any]]) -> bool:

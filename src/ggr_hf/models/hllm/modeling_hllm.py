@@ -10,9 +10,9 @@ TinyLlama, ...; a BERT-style encoder for the item side), so no model code is ven
                                                                                projection between widths)
     score(i)   = cos(h_t, W e_i)
 
-`HLLMModel` exposes the same backbone interface as `HSTUModel`: `forward(...).last_hidden_state`
-(L2-normalised user states), `embed_items(ids)` and `all_item_embeddings()` (L2-normalised), so
-`GGRForRecommendation` puts its heads and InfoNCE loss on it unchanged.
+`HLLMModel` implements the backbone contract (`ggr_hf.models.backbone`): `forward(...).last_hidden_state`
+(L2-normalised user states), `embed_items(ids)` and `all_item_embeddings()` (L2-normalised), and the
+`prepare_from_items` data hook, so `GGRForRecommendation` puts its heads and InfoNCE loss on it unchanged.
 
 Efficiency:
 - a batch's items are encoded once: the unique ids of the history are encoded in `forward` and remembered
@@ -38,8 +38,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
+from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput
 from ggr_hf.models.hllm.configuration_hllm import HLLMConfig, llm_kind
 from ggr_hf.models.hllm.item_text import (
     build_item_texts,
@@ -52,15 +52,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class HLLMModelOutput(ModelOutput):
-    """
-    Args:
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
-            L2-normalised user states `h_t`; position `t` has read items `0..t` and predicts the next item.
-            Padded positions hold zeros.
-    """
-
-    last_hidden_state: torch.FloatTensor | None = None
+class HLLMModelOutput(GGRBackboneOutput):
+    """HLLM's output: the backbone contract's `last_hidden_state` (see [`GGRBackboneOutput`])."""
 
 
 class HLLMItemTexts(nn.Module):
@@ -75,10 +68,11 @@ class HLLMItemTexts(nn.Module):
         self.register_buffer("lengths", torch.zeros(num_items + 1, dtype=torch.int32))
 
 
-class HLLMPreTrainedModel(PreTrainedModel):
+class HLLMPreTrainedModel(GGRBackboneModel):
     config_class = HLLMConfig
     base_model_prefix = "hllm"
-    main_input_name = "input_ids"
+    # Items are encoded by the item LLM: reading the whole table is not free.
+    item_table_is_cheap = False
     supports_gradient_checkpointing = True
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -550,23 +544,9 @@ class HLLMModel(HLLMPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> HLLMModelOutput | tuple:
-        """
-        Args:
-            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
-                Internal item ids, right-padded with 0, oldest first. `seq_len <= config.max_seq_len`.
-            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
-                Accepted for the backbone interface and ignored: HLLM reads no time.
-            attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*):
-                1 on real items; defaults to `input_ids != 0`.
-            query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*): ignored.
-        """
-        bsz, seq_len = input_ids.shape
-        if seq_len > self.config.max_seq_len:
-            raise ValueError(
-                f"input_ids has {seq_len} positions but HLLMConfig.max_seq_len is {self.config.max_seq_len}; "
-                "keep the most recent max_seq_len items"
-            )
-        mask = (input_ids != 0) if attention_mask is None else attention_mask.bool()
+        """The backbone contract's forward ([`GGRBackboneModel.forward`]). HLLM reads no time:
+        `timestamps` and `query_timestamps` are accepted and ignored."""
+        mask = self.resolve_attention_mask(input_ids, attention_mask)
         ids = torch.where(mask, input_ids, torch.zeros_like(input_ids))
         user_dtype = next(self.user_llm.parameters()).dtype
         embeds = self.item_states(ids, remember=True).to(user_dtype)  # [B, T, d]

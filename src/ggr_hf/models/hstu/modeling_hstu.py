@@ -19,23 +19,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
+from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput, default_query_timestamps
 from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
 
 
 @dataclass
-class HSTUModelOutput(ModelOutput):
-    """
-    Args:
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
-            L2-normalised user states `h_t`; position `t` summarises items `0..t` and predicts the next
-            item. Padded positions hold zeros.
-    """
-
-    last_hidden_state: torch.FloatTensor | None = None
+class HSTUModelOutput(GGRBackboneOutput):
+    """HSTU's output: the backbone contract's `last_hidden_state` (see [`GGRBackboneOutput`])."""
 
 
 class HSTURelativeBias(nn.Module):
@@ -137,10 +129,9 @@ class HSTUBlock(nn.Module):
         return hidden_states + out
 
 
-class HSTUPreTrainedModel(PreTrainedModel):
+class HSTUPreTrainedModel(GGRBackboneModel):
     config_class = HSTUConfig
     base_model_prefix = "hstu"
-    main_input_name = "input_ids"
     supports_gradient_checkpointing = False
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -203,28 +194,11 @@ class HSTUModel(HSTUPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> HSTUModelOutput | tuple:
-        """
-        Args:
-            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
-                Internal item ids, right-padded with 0, oldest first. `seq_len <= config.max_seq_len`.
-            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
-                Event times in seconds. Without them the time bias sees zero deltas.
-            attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*):
-                1 on real items; defaults to `input_ids != 0`.
-            query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
-                Request time of each position's prediction (the time of the event it predicts). Where
-                not given, the next position's timestamp is used, and the position's own timestamp
-                for the last real item.
-        """
-        bsz, seq_len = input_ids.shape
-        if seq_len > self.config.max_seq_len:
-            raise ValueError(
-                f"input_ids has {seq_len} positions but HSTUConfig.max_seq_len is {self.config.max_seq_len}; "
-                "keep the most recent max_seq_len items"
-            )
-        if attention_mask is None:
-            attention_mask = input_ids != 0
-        attention_mask = attention_mask.bool()
+        """The backbone contract's forward ([`GGRBackboneModel.forward`]). HSTU reads `timestamps`
+        (seconds; without them the time bias sees zero deltas) and `query_timestamps` (where not
+        given: the next position's timestamp, and the position's own for the last real item)."""
+        seq_len = input_ids.shape[1]
+        attention_mask = self.resolve_attention_mask(input_ids, attention_mask)
         if timestamps is None:
             timestamps = torch.zeros_like(input_ids)
         if query_timestamps is None:
@@ -241,18 +215,3 @@ class HSTUModel(HSTUPreTrainedModel):
         if return_dict is False:
             return (x,)
         return HSTUModelOutput(last_hidden_state=x)
-
-
-def default_query_timestamps(timestamps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The next real event's time at each position; a position's own time where no next event is known.
-
-    Args:
-        timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`)
-        attention_mask (`torch.BoolTensor` of shape `(batch_size, seq_len)`)
-
-    Returns:
-        `torch.LongTensor` of shape `(batch_size, seq_len)`.
-    """
-    nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
-    nxt_valid = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1)
-    return torch.where(nxt_valid, nxt, timestamps)
