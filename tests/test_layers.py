@@ -4,7 +4,7 @@ Every `import` of a `ggr_hf` module counts, at module level or inside a function
 blocks excluded). The rules (README "Architecture"): no import cycle; backbones know neither data,
 training, experiments, the CLI nor the GGR wrapper; data imports no model, prior, head, training or
 hub code; priors, heads, losses and the model import no training, experiments or CLI; the hub's file
-helpers are a leaf; the training loop imports no experiment wiring and no CLI; the experiments layer
+helpers are a leaf (they may raise ggr-hf's errors); the training loop imports no experiment wiring and no CLI; the experiments layer
 imports no CLI; no module holds more than 800 lines.
 """
 
@@ -158,7 +158,11 @@ def test_hub_file_helpers_are_a_leaf():
     leaf = [m for m in graph if m in ("ggr_hf.hub.io",)]
     assert leaf, "ggr_hf.hub.io is missing"
     for module in leaf:
-        assert graph[module] <= {"ggr_hf.configuration_utils"}, (module, graph[module])
+        assert graph[module] <= {"ggr_hf.configuration_utils", "ggr_hf.errors"}, (module, graph[module])
+
+
+def test_errors_are_the_bottom_layer():
+    assert _graph()["ggr_hf.errors"] == set()
 
 
 @pytest.mark.parametrize("module", sorted(_modules()))
