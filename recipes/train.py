@@ -8,8 +8,8 @@ from the experiment (data, model, training hyperparameters):
 
 The same script runs with `python recipes/train.py ...` (one process) and with
 `torchrun --nproc_per_node 2 recipes/train.py ...`. It is `ggr-hf --verbose train ...` (same flags:
-`--config`, `--output-dir`, `--set`, `--resume-from-checkpoint`, `--no-test`), with the logs on: the
-main process logs the run's set-up and progress. See docs/distributed.md.
+`--config`, `--output-dir`, `--set`, `--resume [latest|PATH]`, `--overwrite`, `--no-test`), with the
+logs on: the main process logs the run's set-up and progress. See docs/distributed.md.
 """
 
 from __future__ import annotations

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 exec .venv/bin/ggr-hf compare --config recipes/configs/ml100k_main.yaml \
-  --seeds 0 1 2 --split-ks 1 8 --output-dir "${GGR_OUTPUT_DIR:-outputs/main}" "$@"
+  --seeds 0 1 2 --split-ks 1 8 --output-dir "${GGR_OUTPUT_DIR:-outputs/main}" --overwrite "$@"

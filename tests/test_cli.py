@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import yaml
 
 import ggr_hf.experiments.experiment as experiment
-from ggr_hf.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, main
+from ggr_hf.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_USAGE, main
 from ggr_hf.cli.hub import find_card_inputs
+from ggr_hf.errors import GGRDataError, GGRIncompleteRunWarning, GGRTrainingError
 
 TINY = {
     "data": {
@@ -41,7 +43,7 @@ def test_help_documents_the_exit_codes(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "exit codes:" in out and "--verbose" in out
-    for code in ("0 ", "1 ", "2 ", "130"):
+    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert f"  {code}" in out
     for command in ("train", "evaluate", "recommend", "compare", "ablate", "data", "push", "card"):
         assert command in out
@@ -71,7 +73,83 @@ def test_bad_input_is_one_error_line_and_exit_2(argv, message, capsys, tmp_path,
 
 def test_a_bad_value_in_the_config_is_exit_2(config, capsys):
     assert main(["train", "--config", str(config), "--set", "training.epochs=0"]) == EXIT_USAGE
-    assert error_lines(capsys.readouterr().err) == ["ggr-hf: error: training.epochs must be >= 1, got 0"]
+    assert error_lines(capsys.readouterr().err) == [
+        "ggr-hf: error: --set 'training.epochs=0': training.epochs must be >= 1, got 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "training.epochs=2.5"], "training.epochs must be an integer, got 2.5 (float)"),
+        (
+            ["--set", "training.selection_metric=ndcg@11"],
+            "training.selection_metric 'ndcg@11' is not a metric",
+        ),
+        (["--set", "training.output_dir=[a"], "the value '[a' is not valid YAML"),
+        (["--set", "training.epochs"], "must look like section.key=value"),
+        (["--set", "trianing.epochs=3"], "unknown section 'trianing'"),
+        (["--set", "model.fusion=median"], "model: GGRConfig.fusion must be one of"),
+    ],
+)
+def test_config_errors_stop_before_any_data_is_loaded(config, capsys, monkeypatch, argv, message):
+    def never(*args, **kwargs):
+        raise AssertionError("the config should have been rejected before anything ran")
+
+    monkeypatch.setattr(experiment, "launch_experiment", never)
+    assert main(["train", "--config", str(config), *argv]) == EXIT_USAGE
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("ggr-hf: error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (GGRDataError("f.csv: column 'ts': value -1 is not a time"), EXIT_USAGE, "f.csv: column 'ts'"),
+        (FileExistsError("o exists"), EXIT_USAGE, "ggr-hf: error: o exists"),
+        (
+            GGRTrainingError("step 12: the loss is nan; resume from checkpoint_0"),
+            EXIT_RUN_FAILED,
+            "ggr-hf: error: step 12: the loss is nan; resume from checkpoint_0",
+        ),
+        (KeyError("ndcg@10"), EXIT_FAILURE, "ggr-hf: error: KeyError: 'ndcg@10' (rerun with --verbose"),
+    ],
+)
+def test_each_kind_of_error_has_its_exit_code(config, capsys, monkeypatch, error, code, line):
+    def failing(cfg, test=True):
+        raise error
+
+    monkeypatch.setattr(experiment, "launch_experiment", failing)
+    assert main(["train", "--config", str(config)]) == code
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and line in lines[0]
+
+
+def test_an_unfinished_run_warning_is_one_line(config, capsys, monkeypatch):
+    def warns(cfg, test=True):
+        warnings.warn(
+            "run/best: the training run in run did not finish", GGRIncompleteRunWarning, stacklevel=2
+        )
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "launch_experiment", warns)
+    assert main(["train", "--config", str(config)]) == EXIT_INTERRUPTED
+    assert error_lines(capsys.readouterr().err) == [
+        "ggr-hf: warning: run/best: the training run in run did not finish",
+        "ggr-hf: interrupted",
+    ]
+
+
+def test_recommend_checks_its_flags_and_the_model_folder(tmp_path, capsys):
+    assert main(["recommend", str(tmp_path), "--user", "1", "--k", "0"]) == EXIT_USAGE
+    assert "argument --k: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert main(["recommend", str(tmp_path / "nowhere"), "--user", "1"]) == EXIT_USAGE
+    assert error_lines(capsys.readouterr().err) == [
+        f"ggr-hf: error: model folder {tmp_path / 'nowhere'} does not exist; pass a folder written by "
+        "`ggr-hf train` (e.g. OUTPUT_DIR/best), or --config naming the data for a Hub model"
+    ]
+    assert main(["recommend", str(tmp_path), "--user", "1"]) == EXIT_USAGE
+    assert f"{tmp_path} has no ggr_experiment.json" in capsys.readouterr().err
 
 
 def test_other_failures_are_exit_1_with_a_hint_and_verbose_shows_the_traceback(config, capsys, monkeypatch):
@@ -113,7 +191,18 @@ def test_train_prints_its_metrics_and_the_console_stays_quiet(config, tmp_path, 
 
     # --verbose brings the logs back.
     assert (
-        main(["--verbose", "train", "--config", str(config), "--output-dir", str(out_dir), "--no-test"]) == 0
+        main(
+            [
+                "--verbose",
+                "train",
+                "--config",
+                str(config),
+                "--output-dir",
+                str(tmp_path / "verbose_run"),
+                "--no-test",
+            ]
+        )
+        == 0
     )
     out, err = capfd.readouterr()
     assert "INFO ggr_hf.experiments.experiment: 1 process(es)" in err

@@ -7,6 +7,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from ggr_hf.configuration_utils import backbone_fields, register_model_type, reject_unknown_keys
+from ggr_hf.errors import GGRConfigError
 from ggr_hf.models import backbone_config_class
 from ggr_hf.priors import make_prior
 from ggr_hf.priors.spec import normalize_prior_specs, priors_resolved
@@ -113,7 +114,7 @@ class GGRConfig(PretrainedConfig):
     ):
         if isinstance(backbone_config, PretrainedConfig):
             if backbone_type != backbone_config.model_type and backbone_type != "hstu":
-                raise ValueError(
+                raise GGRConfigError(
                     f"GGRConfig.backbone_type {backbone_type!r} disagrees with the backbone_config's "
                     f"model_type {backbone_config.model_type!r}"
                 )
@@ -185,34 +186,34 @@ class GGRConfig(PretrainedConfig):
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
-                raise ValueError(
+                raise GGRConfigError(
                     f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
 
         if not isinstance(self.num_items, int) or isinstance(self.num_items, bool) or self.num_items < 1:
-            raise ValueError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
+            raise GGRConfigError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
         choice("composition", COMPOSITIONS)
         choice("head_init", HEAD_INITS)
         choice("negative_sampling", NEGATIVE_SAMPLING)
         choice("prior_weighting", PRIOR_WEIGHTING)
         choice("fusion", FUSIONS)
         if not isinstance(self.num_negatives, int) or self.num_negatives < 1:
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}"
             )
         if not 0.0 < float(self.offset_discount) <= 1.0:
-            raise ValueError(f"GGRConfig.offset_discount must be in (0, 1], got {self.offset_discount!r}")
+            raise GGRConfigError(f"GGRConfig.offset_discount must be in (0, 1], got {self.offset_discount!r}")
         if not -1.0 <= float(self.false_negative_threshold) <= 1.0:
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRConfig.false_negative_threshold must be a cosine in [-1, 1], got {self.false_negative_threshold!r}"
             )
         if float(self.logit_scale_init) <= 0 or float(self.logit_scale_max) < float(self.logit_scale_init):
-            raise ValueError(
+            raise GGRConfigError(
                 "GGRConfig.logit_scale_init must be > 0 and <= logit_scale_max, got "
                 f"{self.logit_scale_init!r} and {self.logit_scale_max!r}"
             )
         if float(self.head_init_std) <= 0:
-            raise ValueError(f"GGRConfig.head_init_std must be > 0, got {self.head_init_std!r}")
+            raise GGRConfigError(f"GGRConfig.head_init_std must be > 0, got {self.head_init_std!r}")
 
     @property
     def priors_resolved(self) -> bool:

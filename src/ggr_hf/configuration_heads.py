@@ -13,6 +13,7 @@ from transformers import PretrainedConfig
 from ggr_hf import __version__
 from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.configuration_utils import backbone_fields, reject_unknown_keys
+from ggr_hf.errors import GGRConfigError, GGRInputError, GGRModelFolderError
 from ggr_hf.heads.layout import build_head_layout
 from ggr_hf.priors.spec import normalize_prior_specs
 
@@ -188,7 +189,7 @@ class GGRHeadsConfig(PretrainedConfig):
 
         expected_names = build_head_layout(self.priors, self.composition).names
         if head_names is not None and list(head_names) != list(expected_names):
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRHeadsConfig.head_names {list(head_names)} do not match the heads its priors give "
                 f"{list(expected_names)}; the config was edited or is corrupted"
             )
@@ -197,7 +198,7 @@ class GGRHeadsConfig(PretrainedConfig):
             self.backbone_type, self.num_items, self.hidden_size, self.item_vocab_sha256
         )
         if vocab_fingerprint is not None and vocab_fingerprint != expected_fp:
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRHeadsConfig.vocab_fingerprint {vocab_fingerprint!r} does not match its own fields "
                 f"(backbone_type={self.backbone_type!r}, num_items={self.num_items}, "
                 f"hidden_size={self.hidden_size}): the config was edited or is corrupted"
@@ -205,7 +206,7 @@ class GGRHeadsConfig(PretrainedConfig):
         self.vocab_fingerprint = expected_fp
         unknown_settings = sorted(set(self.settings) - set(ggr_setting_names()))
         if unknown_settings:
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRHeadsConfig.settings has unknown GGRConfig field(s) {unknown_settings} (written by "
                 f"ggr-hf {self.ggr_hf_version}, installed {__version__}); upgrade ggr-hf"
             )
@@ -229,7 +230,7 @@ class GGRHeadsConfig(PretrainedConfig):
         """
         config: GGRConfig = model.config
         if item_ids is not None and len(item_ids) != config.num_items:
-            raise ValueError(
+            raise GGRInputError(
                 f"item_ids has {len(item_ids)} ids but the model has num_items={config.num_items}"
             )
         backbone_params = sum(p.numel() for p in model.backbone.parameters())
@@ -256,7 +257,7 @@ class GGRHeadsConfig(PretrainedConfig):
         """The full [`GGRConfig`] of these heads on a backbone with the given config.
 
         Raises:
-            `ValueError` when the backbone does not match what the heads were trained against.
+            `GGRModelFolderError` (a `ValueError`) when the backbone does not match what the heads were trained against.
         """
         if isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_fields(backbone_config)
@@ -278,7 +279,7 @@ class GGRHeadsConfig(PretrainedConfig):
     def check_backbone(
         self, backbone_type: str, num_items: int, hidden_size: int, item_ids: Sequence[Any] | None = None
     ) -> None:
-        """Raises `ValueError` naming every field where the backbone differs from what the heads expect."""
+        """Raises `GGRModelFolderError` (a `ValueError`) naming every field where the backbone differs from what the heads expect."""
         problems = []
         if backbone_type != self.backbone_type:
             problems.append(f"backbone type: heads {self.backbone_type!r}, backbone {backbone_type!r}")
@@ -293,7 +294,7 @@ class GGRHeadsConfig(PretrainedConfig):
                     f"item vocabulary hash: heads {self.item_vocab_sha256[:12]}..., backbone {got[:12]}..."
                 )
         if problems:
-            raise ValueError(
+            raise GGRModelFolderError(
                 "these heads were trained against another backbone: " + "; ".join(problems) + ". "
                 "Load them onto the backbone they were trained with"
                 + (f" ({self.base_model_name_or_path})" if self.base_model_name_or_path else "")

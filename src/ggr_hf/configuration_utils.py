@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ggr_hf.errors import GGRConfigError
+
 # Keys that transformers itself writes into (or passes through) a config dictionary. Everything else
 # a config receives must be one of its own documented fields.
 _TRANSFORMERS_KEYS = frozenset(PretrainedConfig().to_dict()) | {
@@ -30,7 +32,7 @@ def reject_unknown_keys(config_name: str, kwargs: dict) -> None:
     if unknown:
         from ggr_hf import __version__
 
-        raise ValueError(
+        raise GGRConfigError(
             f"{config_name} got unknown field(s) {unknown}. Check the spelling; if the config was written "
             f"by a newer ggr-hf than the installed {__version__}, upgrade ggr-hf."
         )
@@ -60,7 +62,7 @@ def register_model_type(model_type: str, config_class: type, model_class: type |
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     if getattr(config_class, "model_type", None) != model_type:
-        raise ValueError(
+        raise GGRConfigError(
             f"{config_class.__name__}.model_type is {config_class.model_type!r}, not {model_type!r}"
         )
     if model_type in CONFIG_MAPPING_NAMES:

@@ -19,6 +19,7 @@ __all__ = [
     "GGRFileNotFoundError",
     "GGRIncompleteRunWarning",
     "GGRInputError",
+    "GGRLockTimeoutError",
     "GGRModelFolderError",
     "GGRTrainingError",
 ]
@@ -60,6 +61,11 @@ class GGRCheckpointError(GGRError, ValueError):
 
 class GGRTrainingError(GGRError, RuntimeError):
     """A run that cannot go on: a NaN or infinite loss (names the step and the last good checkpoint)."""
+
+
+class GGRLockTimeoutError(GGRError, TimeoutError):
+    """Another process held a data cache's lock for longer than `GGR_HF_LOCK_TIMEOUT` (names the
+    lock file and the holder). Not bad input: the CLI exits with 1."""
 
 
 class GGRIncompleteRunWarning(UserWarning):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ggr_hf.errors import GGRInputError
+
 
 def offset_weights(horizon: int, discount: float) -> torch.Tensor:
     """`w_p = lam^p / sum_q lam^q` for p = 1..horizon (`FloatTensor [horizon]`)."""
@@ -167,7 +169,7 @@ def infonce_loss(
         heads_present = (count_pk.view(horizon, num_heads) > 0).sum(1).to(loss_m.dtype)  # [P]
         w_m = w_p[p_m] / (heads_present[p_m] * count_pk[pk])
     else:
-        raise ValueError(f"prior_weighting must be 'frequency' or 'uniform', got {prior_weighting!r}")
+        raise GGRInputError(f"prior_weighting must be 'frequency' or 'uniform', got {prior_weighting!r}")
     present = count_p > 0
     loss = (w_m * loss_m).sum() / w_p[present].sum()
     per_head = torch.bincount(k, minlength=num_heads)

@@ -11,14 +11,22 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.configuration_ggr import FUSIONS, GGRConfig
 from ggr_hf.configuration_utils import register_model_type
+from ggr_hf.errors import GGRDataError, GGRInputError
 from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
 from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
 from ggr_hf.hub.loading import load_ggr, save_heads
 from ggr_hf.hub.push import push_model_to_hub
 from ggr_hf.losses import gather_negatives, infonce_loss, offset_weights, sample_negatives
+from ggr_hf.modeling_inputs import (
+    check_integer_tensor,
+    check_item_ids,
+    is_integer,
+    pad_histories,
+    user_groups_tensor,
+)
 from ggr_hf.models import build_backbone, register_backbone_models
 from ggr_hf.models.backbone import request_query_timestamps
 
@@ -159,17 +167,17 @@ class GGRForRecommendation(GGRPreTrainedModel):
         """
         names = [self.config.priors[i]["name"] for i in self.layout.item_prior_indices]
         if prior_name not in names:
-            raise ValueError(f"no item-restricting prior named {prior_name!r}; the model has {names}")
+            raise GGRInputError(f"no item-restricting prior named {prior_name!r}; the model has {names}")
         j = names.index(prior_name)
         buf = self.item_groups.membership(j)
         if tuple(membership.shape) != tuple(buf.shape):
-            raise ValueError(
+            raise GGRInputError(
                 f"membership for prior {prior_name!r} has shape {tuple(membership.shape)}, expected {tuple(buf.shape)}"
             )
         empty = (~membership[1:].any(0)).nonzero(as_tuple=True)[0].tolist()
         if empty:
             values = self.config.priors[self.layout.item_prior_indices[j]]["values"]
-            raise ValueError(f"prior {prior_name!r}: groups with no items: {[values[e] for e in empty]}")
+            raise GGRDataError(f"prior {prior_name!r}: groups with no items: {[values[e] for e in empty]}")
         buf.copy_(membership.to(buf.device, torch.bool))
 
     def head_values(self, device: torch.device | None = None) -> torch.Tensor:
@@ -392,7 +400,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         attention_mask = input_ids != 0
         lengths = attention_mask.sum(1)
         if (lengths == 0).any():
-            raise ValueError("every history needs at least one item (a row of input_ids is all padding)")
+            raise GGRInputError("every history needs at least one item (a row of input_ids is all padding)")
         q_ts = None
         if query_timestamps is not None and timestamps is not None:
             # The request time applies to the last real position; earlier positions use the next event.
@@ -431,7 +439,36 @@ class GGRForRecommendation(GGRPreTrainedModel):
         Returns:
             scores (`torch.FloatTensor` of shape `(batch_size, num_items + 1)`), head_index
             (`torch.LongTensor` of the same shape).
+
+        Raises:
+            `GGRInputError`: an argument of the wrong type or shape, an item id outside
+                `0..num_items` (0 only as right padding), a history without items, `user_groups`
+                missing (or given) for a model with (or without) user priors or outside their groups.
         """
+        check_integer_tensor("input_ids", input_ids, (-1, -1))
+        bsz, seq_len = input_ids.shape
+        if bsz == 0 or seq_len == 0:
+            raise GGRInputError(
+                f"input_ids: expected (batch_size, seq_len) with both > 0, got {(bsz, seq_len)}"
+            )
+        check_item_ids("input_ids", input_ids, self.config.num_items)
+        if not bool((input_ids[:, 0] != 0).all()):
+            user = int((input_ids[:, 0] == 0).nonzero()[0, 0])
+            raise GGRInputError(f"input_ids: user {user} has no items (the row is all padding)")
+        check_integer_tensor("timestamps", timestamps, (bsz, seq_len))
+        check_integer_tensor("query_timestamps", query_timestamps, (bsz,))
+        check_integer_tensor("target_event", target_event, (bsz,))
+        check_integer_tensor("exclude", exclude, (bsz, -1))
+        if exclude is not None:
+            outside = (exclude < 0) | (exclude > self.config.num_items)
+            if bool(outside.any()):
+                raise GGRInputError(
+                    f"exclude: item id {int(exclude[outside][0])} is outside 0..{self.config.num_items} "
+                    "(0 is ignored)"
+                )
+        if fusion is not None and fusion not in FUSIONS:
+            raise GGRInputError(f"fusion must be one of {list(FUSIONS)} or None, got {fusion!r}")
+        user_groups = user_groups_tensor(self.layout, user_groups, bsz, input_ids.device)
         fusion = fusion or self.config.fusion
         h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
         q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
@@ -463,20 +500,34 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 `(batch_size, seq_len)` tensor). Only the last `max_seq_len` items are read; all of
                 them are excluded when `exclude_history`.
             k (`int`): number of recommendations.
-            timestamps: matching event times in seconds, optional.
-            user_groups: per user, the group index in each user prior (models with user priors).
+            timestamps: matching event times in integer seconds, optional (the same structure).
+            user_groups: per user, the group index in each user prior (models with user priors):
+                `(batch_size, num_user_priors)`, or one list for a single user.
             exclude_history (`bool`, *optional*): defaults to `config.exclude_history`.
             fusion (`str`, *optional*): defaults to `config.fusion`.
+
+        Returns:
+            `Recommendation` with `(batch_size, k)` item ids, scores and heads.
+
+        Raises:
+            `GGRInputError`: `k` not an integer >= 1, or more than the items that can be recommended
+                to a user (the catalogue minus the excluded history and the items no head serving
+                the user scores); an item id that is not an integer in `1..num_items` (naming the
+                user, the position and the value); timestamps of another length than the history;
+                `user_groups` of the wrong shape or outside the model's user-prior groups.
         """
+        if not is_integer(k) or int(k) < 1:
+            raise GGRInputError(f"recommend: k must be an integer >= 1, got {k!r}")
+        k = int(k)
+        if exclude_history is not None and not isinstance(exclude_history, bool):
+            raise GGRInputError(
+                f"recommend: exclude_history must be true, false or None, got {exclude_history!r}"
+            )
         device = self.logit_scale.device
-        ids, ts = _pad_histories(history, timestamps)
+        ids, ts = pad_histories(history, timestamps, self.config.num_items)
         full = ids.to(device)
         ids, ts = _last_window(ids, ts, self.config.max_seq_len)
         ids, ts = ids.to(device), (ts.to(device) if ts is not None else None)
-        if user_groups is not None:
-            user_groups = torch.as_tensor(user_groups, dtype=torch.long, device=device)
-            if user_groups.dim() == 1:
-                user_groups = user_groups.view(len(ids), -1)
         exclude_history = self.config.exclude_history if exclude_history is None else exclude_history
         scores, head_index = self.score_items(
             ids,
@@ -485,35 +536,19 @@ class GGRForRecommendation(GGRPreTrainedModel):
             exclude=full if exclude_history else None,
             fusion=fusion,
         )
-        top_scores, top_items = scores.topk(min(k, self.config.num_items), dim=1)
+        # -inf marks what cannot be recommended: padding, the excluded history, items no active head scores.
+        available = torch.isfinite(scores).sum(1)
+        if k > int(available.min()):
+            user = int(available.argmin())
+            raise GGRInputError(
+                f"recommend: k={k} is more than the {int(available[user])} items that can be recommended "
+                f"to user {user} (of the catalogue's {self.config.num_items}, the others are in the "
+                "excluded history or outside every head that serves the user); lower k"
+            )
+        top_scores, top_items = scores.topk(k, dim=1)
         top_heads = head_index.gather(1, top_items)
         names = [[self.layout.names[h] if h >= 0 else "" for h in row] for row in top_heads.tolist()]
         return Recommendation(top_items, top_scores, top_heads, names)
-
-
-def _pad_histories(history, timestamps) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Turns a list, list of lists or tensor of histories into right-padded `(batch, len)` tensors."""
-    if isinstance(history, torch.Tensor):
-        ids = history.long()
-        if ids.dim() == 1:
-            ids = ids.unsqueeze(0)
-        ts = None if timestamps is None else torch.as_tensor(timestamps, dtype=torch.long).view_as(ids)
-        return ids, ts
-    if history and not isinstance(history[0], (list, tuple)):
-        history = [history]
-        timestamps = [timestamps] if timestamps is not None else None
-    if not history or any(len(h) == 0 for h in history):
-        raise ValueError("history must hold at least one item per user")
-    width = max(len(h) for h in history)
-    ids = torch.zeros(len(history), width, dtype=torch.long)
-    ts = torch.zeros(len(history), width, dtype=torch.long) if timestamps is not None else None
-    for i, h in enumerate(history):
-        ids[i, : len(h)] = torch.as_tensor(list(h), dtype=torch.long)
-        if ts is not None:
-            if len(timestamps[i]) != len(h):
-                raise ValueError(f"user {i}: {len(h)} items but {len(timestamps[i])} timestamps")
-            ts[i, : len(h)] = torch.as_tensor(list(timestamps[i]), dtype=torch.long)
-    return ids, ts
 
 
 def _last_window(

@@ -15,31 +15,47 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from ggr_hf.cli import ablate, compare, data, evaluate, hub, recommend, train
+from ggr_hf.errors import GGRError, GGRIncompleteRunWarning, GGRLockTimeoutError, GGRTrainingError
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_RUN_FAILED",
+    "EXIT_USAGE",
+    "build_parser",
+    "exit_code",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-# Bad input from the user (a wrong flag, config, path or data file): one line, no traceback.
-# `DataFormatError` (the data layer's bad-file error) is a `ValueError`.
-USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError)
+# What libraries raise on bad input at the boundary (a data file pandas cannot parse, a path that
+# is not there, an output that exists). KeyError is not here: ours are bugs, exit 1.
+LIBRARY_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 EPILOG = """\
 exit codes:
   0    success
-  2    bad input or usage: a wrong flag or value, a bad config or data file, a missing path
-       (one line 'ggr-hf: error: ...' on stderr)
-  1    any other failure (rerun with --verbose for the traceback)
+  2    bad input or usage: a wrong flag or value, a bad config, data file or model folder, a
+       missing path (one line 'ggr-hf: error: ...' on stderr naming the file, field or value)
+  3    the run failed: training could not go on (e.g. a NaN loss); the line names the step and
+       the last good checkpoint to resume from
+  1    any other failure: a data cache locked by another process for longer than
+       GGR_HF_LOCK_TIMEOUT, or a bug (rerun with --verbose for the traceback)
   130  interrupted (Ctrl-C)
 
---verbose shows tracebacks and the libraries' logs and progress bars."""
+--verbose shows tracebacks and the libraries' logs and progress bars.
+docs/errors.md lists every error with an example message and the fix."""
 
 COMMAND_MODULES = (train, evaluate, recommend, compare, ablate, data, hub)
 
@@ -99,6 +115,32 @@ def _library_progress_bars(enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _our_warnings_in_one_line() -> Iterator[None]:
+    """Shows ggr-hf's own warnings (e.g. an unfinished run's model) as one line
+    `ggr-hf: warning: ...`, as errors are shown; other warnings keep Python's format."""
+    show = warnings.showwarning
+
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, GGRIncompleteRunWarning):
+            print(f"ggr-hf: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
+@contextlib.contextmanager
 def _console(verbose: bool) -> Iterator[None]:
     """The logging set-up of one command, undone afterwards (tests call `main` many times).
 
@@ -125,7 +167,7 @@ def _console(verbose: bool) -> Iterator[None]:
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        with _library_progress_bars(verbose):
+        with _library_progress_bars(verbose), _our_warnings_in_one_line():
             yield
     finally:
         root.removeHandler(handler)
@@ -139,9 +181,21 @@ def _console(verbose: bool) -> Iterator[None]:
             os.environ["TRANSFORMERS_VERBOSITY"] = saved_env
 
 
-def _error_message(err: BaseException) -> str:
-    # A KeyError's str() is the repr of its key; its argument is the message.
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+def exit_code(err: BaseException) -> int:
+    """The exit code of a command that raised `err` (see `EPILOG`)."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, GGRTrainingError):
+        return EXIT_RUN_FAILED
+    if isinstance(err, GGRLockTimeoutError):
+        return EXIT_FAILURE
+    if isinstance(err, (GGRError, *LIBRARY_INPUT_ERRORS)):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,18 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("ggr-hf: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except USAGE_ERRORS as err:
-            if args.verbose:
-                traceback.print_exc()
-            print(f"ggr-hf: error: {_error_message(err)}", file=sys.stderr)
-            return EXIT_USAGE
         except Exception as err:  # noqa: BLE001 - the dispatcher reports every failure the same way
+            code = exit_code(err)
             if args.verbose:
                 traceback.print_exc()
-                print(f"ggr-hf: error: {type(err).__name__}: {err}", file=sys.stderr)
+            if code == EXIT_FAILURE:
+                hint = "" if args.verbose else " (rerun with --verbose for the traceback)"
+                print(f"ggr-hf: error: {type(err).__name__}: {_one_line(err)}{hint}", file=sys.stderr)
             else:
-                print(
-                    f"ggr-hf: error: {type(err).__name__}: {err} (rerun with --verbose for the traceback)",
-                    file=sys.stderr,
-                )
-            return EXIT_FAILURE
+                print(f"ggr-hf: error: {_one_line(err)}", file=sys.stderr)
+            return code

@@ -14,6 +14,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="ablation YAML (base experiment + variants)")
     p.add_argument("--output-dir", default="outputs/ablation")
     p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the runs of an earlier invocation in --output-dir (otherwise an occupied run folder is an error)",
+    )
     add_set_flag(p, "override the base experiment")
     p.set_defaults(run=run)
 
@@ -22,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ggr_hf.experiments.ablation import format_ablation_table, load_ablation_spec, run_ablation
     from ggr_hf.experiments.plots import ACCURACY_DIVERSITY_PLOT, HEAD_CONTRIBUTIONS_PLOT
 
+    if args.overwrite:
+        args.set = [*(args.set or []), "training.overwrite_output_dir=true"]
     spec = load_ablation_spec(args.config, args.set)
     if args.seeds:
         spec.seeds = args.seeds

@@ -7,10 +7,23 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ggr_hf.errors import GGRFileNotFoundError, GGRModelFolderError
+
 if TYPE_CHECKING:
     from ggr_hf.experiments.config import ExperimentConfig
     from ggr_hf.experiments.experiment import Experiment
     from ggr_hf.modeling_ggr import GGRForRecommendation
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is argparse's usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def add_set_flag(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
@@ -31,12 +44,21 @@ def _experiment_for_model(model_dir: Path, config_path: str | None, overrides: l
 
     if config_path:
         return load_experiment_config(config_path, overrides)
+    if not model_dir.exists():
+        raise GGRFileNotFoundError(
+            f"model folder {model_dir} does not exist; pass a folder written by `ggr-hf train` (e.g. "
+            "OUTPUT_DIR/best), or --config naming the data for a Hub model"
+        )
     saved = model_dir / EXPERIMENT_FILE
     if not saved.is_file():
-        raise FileNotFoundError(
+        raise GGRModelFolderError(
             f"{model_dir} has no {EXPERIMENT_FILE} (written by `ggr-hf train`); pass --config to name the data"
         )
-    return experiment_config_from_dict(apply_overrides(json.loads(saved.read_text()), overrides), str(saved))
+    try:
+        d = json.loads(saved.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GGRModelFolderError(f"{saved}: not valid JSON ({err}); pass --config to name the data") from err
+    return experiment_config_from_dict(apply_overrides(d, overrides), str(saved))
 
 
 def load_model_and_data(
@@ -52,7 +74,7 @@ def load_model_and_data(
     exp = prepare_experiment(cfg)
     model = GGRForRecommendation.from_pretrained(str(model_dir))
     if model.config.num_items != exp.bundle.num_items:
-        raise ValueError(
+        raise GGRModelFolderError(
             f"the model has {model.config.num_items} items but the data set '{exp.bundle.name}' has "
             f"{exp.bundle.num_items}; use the data it was trained on"
         )

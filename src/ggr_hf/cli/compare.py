@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ggr_hf.cli.common import add_set_flag, load_config
+from ggr_hf.cli.common import add_set_flag, load_config, positive_int
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--output-dir", default="outputs/compare")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--split-ks", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--split-ks", type=positive_int, nargs="+", default=[1, 8])
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the runs of an earlier invocation in --output-dir (otherwise an occupied run folder is an error)",
+    )
     add_set_flag(p)
     p.set_defaults(run=run)
 
@@ -23,6 +28,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ggr_hf.experiments.compare import format_table, run_comparison
 
+    if args.overwrite:
+        args.set = [*(args.set or []), "training.overwrite_output_dir=true"]
     cfg = load_config(args)
     results = run_comparison(cfg, args.seeds, args.split_ks, args.output_dir, report=print)
     print()

@@ -4,11 +4,13 @@
     ggr-hf data prepare ebnerd --raw ebnerd_large/ --out data/ebnerd_512 --min-events 512
     ggr-hf data prepare pixelrec --raw PixelRec/ --out data/pixel8m --variant Pixel8M
     ggr-hf data prepare release --raw release/merrec/ --out data/merrec_release --release-name merrec
+    ggr-hf data prepare pixelrec --raw PixelRec/ --out data/pixel8m --timestamp-unit ms
     ggr-hf data list
 
 The paper's filters are the defaults; the flags change them. A flag that does not apply to the chosen
-data set is an error. Errors are raised (`DataFormatError`, `ValueError`, `FileNotFoundError`,
-`FileExistsError`) for the `ggr-hf` dispatcher to report; nothing here imports torch.
+data set is an error. Errors are raised (`DataFormatError` / `GGRDataError`, `GGRInputError`,
+`GGRFileNotFoundError`, `FileExistsError`) for the `ggr-hf` dispatcher to report; nothing here imports
+torch. Two prepares into one `--out` take turns (the second reuses the first one's cache).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from ggr_hf.data.cache import prepare_dataset
 from ggr_hf.data.registry import DATASETS, preparable
+from ggr_hf.data.timestamps import TIMESTAMP_UNITS
 
 __all__ = ["add_parsers"]
 
@@ -33,6 +36,7 @@ _OPTION_FLAGS = {
     "include_behaviors": "include_behaviors",
     "include_body": "include_body",
     "release_name": "release_name",
+    "timestamp_unit": "timestamp_unit",
     "bucket_rows": "bucket_rows",
 }
 
@@ -72,6 +76,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="merrec: skip and count events of unknown type instead of failing",
     )
+    prepare.add_argument(
+        "--timestamp-unit",
+        choices=TIMESTAMP_UNITS,
+        help="unit of integer time columns (default auto: inferred from the magnitude and logged); "
+        "typed timestamps (MerRec, EB-NeRD) carry their own",
+    )
     pixel = prepare.add_argument_group("pixelrec")
     pixel.add_argument("--variant", help="which interaction file, e.g. Pixel200K, Pixel1M, Pixel8M")
     pixel.add_argument("--tag-map", type=Path, help="CSV tag -> categories table replacing the packaged one")
@@ -83,7 +93,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     eb.add_argument("--include-body", action="store_true", default=None, help="keep the article body text")
     rel = prepare.add_argument_group("release")
-    rel.add_argument("--release-name", help="the data set the release files are for: merrec, pixel8m, ebnerd")
+    rel.add_argument(
+        "--release-name",
+        help="the data set the release files are for: merrec, pixel8m, ebnerd (default: release)",
+    )
     prepare.add_argument("--bucket-rows", type=int, help=argparse.SUPPRESS)
 
     listing = actions.add_parser("list", help="list the data sets `prepare` knows")

@@ -1,7 +1,9 @@
 """`ggr-hf push` and `ggr-hf card`: publish a saved model with its model card.
 
 The card layer takes its inputs as arguments; this module finds, for the inputs not given as flags,
-the files a training run writes beside a saved model (see `find_card_inputs`).
+the files a training run writes beside a saved model (see `find_card_inputs`). The model of a
+training run that did not finish (no `run_complete.json` beside it, see `ggr_hf.hub.runs`) is
+refused unless `--allow-incomplete`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from ggr_hf.cli.evaluate import check_model_folder
 
 __all__ = ["add_parsers", "find_card_inputs"]
 
@@ -78,6 +82,11 @@ def _card_inputs(parser: argparse.ArgumentParser) -> None:
         "--base-model",
         help="Hub id of the backbone (or full model) the heads load onto; the card's base_model",
     )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="use the model of a training run that did not finish (refused by default)",
+    )
 
 
 def _first_file(model_dir: Path, names: tuple[str, ...]) -> Path | None:
@@ -120,10 +129,10 @@ def _card_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _push(args: argparse.Namespace) -> int:
     from ggr_hf.hub.push import push_model_to_hub
+    from ggr_hf.hub.runs import require_complete_run
 
-    model = Path(args.model)
-    if not model.is_dir():
-        raise FileNotFoundError(f"{model} is not a folder")
+    model = check_model_folder(args.model)
+    require_complete_run(model, "push", args.allow_incomplete)
     info = push_model_to_hub(
         model,
         args.repo_id,
@@ -145,8 +154,10 @@ def _card(args: argparse.Namespace) -> int:
     from ggr_hf.configuration_heads import HEADS_MODEL_TYPE
     from ggr_hf.hub.card import build_model_card
     from ggr_hf.hub.io import read_config_dict
+    from ggr_hf.hub.runs import require_complete_run
 
-    model = Path(args.model)
+    model = check_model_folder(args.model)
+    require_complete_run(model, "card", args.allow_incomplete)
     model_type = read_config_dict(model).get("model_type")
     kwargs = _card_kwargs(args)
     if args.repo_id:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ggr_hf.cli.common import add_set_flag, load_model_and_data
+from ggr_hf.cli.common import add_set_flag, load_model_and_data, positive_int
+from ggr_hf.errors import GGRInputError
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model")
     p.add_argument("--user", required=True, help="the user's original id in the data set")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=positive_int, default=10, help="number of recommendations (default 10)")
     p.add_argument("--config")
     add_set_flag(p)
     p.set_defaults(run=run)
@@ -28,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
         str(x) for x in (user_table["original_id"] if user_table is not None else range(bundle.num_users))
     ]
     if str(args.user) not in originals:
-        raise ValueError(f"user {args.user!r} is not in the data set '{bundle.name}'")
+        raise GGRInputError(
+            f"--user {args.user!r} is not in the data set '{bundle.name}'; pass a user's original id"
+        )
     uid = originals.index(str(args.user))
     row = bundle.sequences[uid]
     groups = None

@@ -25,11 +25,24 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (sections data, model, training)")
     p.add_argument("--output-dir", help="overrides training.output_dir")
     add_set_flag(p, "override a config value, parsed as YAML (repeatable), e.g. --set training.epochs=3")
-    p.add_argument(
+    folder = p.add_mutually_exclusive_group()
+    folder.add_argument(
+        "--resume",
         "--resume-from-checkpoint",
-        metavar="DIR",
-        help="a checkpoint folder (OUTPUT_DIR/checkpoints/checkpoint_N) or 'latest'; overrides "
-        "training.resume_from_checkpoint",
+        dest="resume",
+        nargs="?",
+        const="latest",
+        metavar="latest|PATH",
+        help="continue a killed or stopped run from its newest complete checkpoint (bare --resume, or "
+        "'latest') or from a checkpoint folder (OUTPUT_DIR/checkpoints/checkpoint_N); refused when the "
+        "model shape, batch size or data set changed or a checkpoint file is damaged; overrides "
+        "training.resume_from_checkpoint (needs training.checkpoint_every_epochs > 0 in the run)",
+    )
+    folder.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an output folder that already holds a run, replacing it "
+        "(training.overwrite_output_dir)",
     )
     p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     p.set_defaults(run=run)
@@ -51,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     training = {}
     if args.output_dir:
         training["output_dir"] = args.output_dir
-    if args.resume_from_checkpoint:
-        training["resume_from_checkpoint"] = args.resume_from_checkpoint
+    if args.resume:
+        training["resume_from_checkpoint"] = args.resume
+    if args.overwrite:
+        training["overwrite_output_dir"] = True
     cfg = cfg.replace(training=training) if training else cfg
     out, is_main = launch_experiment(cfg, test=not args.no_test)
     if not is_main:

@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ggr_hf.errors import GGRFileNotFoundError
+
 from .schema import DataFormatError, DropCounter
 
 logger = logging.getLogger(__name__)
@@ -344,7 +346,7 @@ _TYPE_FAMILIES: dict[str, Callable[[pa.DataType], bool]] = {
 }
 _TYPE_FAMILIES["integer or string"] = lambda t: _TYPE_FAMILIES["integer"](t) or _TYPE_FAMILIES["string"](t)
 _TYPE_FAMILIES["timestamp or integer"] = lambda t: pa.types.is_timestamp(t) or pa.types.is_integer(t)
-for _inner in ("integer", "string", "timestamp", "numeric"):
+for _inner in ("integer", "string", "timestamp", "numeric", "timestamp or integer"):
     _TYPE_FAMILIES[f"list<{_inner}>"] = lambda t, _f=_TYPE_FAMILIES[_inner]: (
         (pa.types.is_list(t) or pa.types.is_large_list(t)) and _f(t.value_type)
     )
@@ -368,7 +370,7 @@ def family_target_type(family: str) -> pa.DataType | None:
 def open_parquet(path: Path, read_dictionary: Sequence[str] | None = None) -> pq.ParquetFile:
     """Opens a parquet file, turning unreadable (e.g. truncated) files into `DataFormatError`."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise GGRFileNotFoundError(f"{path}: file not found")
     try:
         return pq.ParquetFile(str(path), read_dictionary=read_dictionary)
     except (OSError, pa.ArrowException) as err:

@@ -8,6 +8,11 @@ the same fingerprint loads the cache; any change (a shard added, a file touched,
 rebuilds it. The bundle is written into a temporary sibling folder that is renamed onto `out_dir` only
 once it is complete (its `bundle.json` marker written last), so an interrupted prepare never leaves a
 folder at `out_dir` that looks complete; the stale temporary folder is removed by the next prepare.
+
+Processes sharing one cache take turns: a prepare holds an exclusive lock on `.<out_dir name>.lock`
+beside `out_dir` from the fingerprint check to the publication (`ggr_hf.data.locking`), so a second
+prepare into the same folder waits and then reuses the first one's bundle; readers
+(`ggr_hf.data.locking.open_prepared`) take the shared lock and never see the folder half replaced.
 """
 
 from __future__ import annotations
@@ -25,10 +30,18 @@ from typing import TextIO
 
 import datasets
 
-from .registry import RUNTIME_OPTIONS, get_dataset_spec, preparable
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError
+
+from .locking import cache_lock, lock_path
+from .registry import RUNTIME_OPTIONS, DatasetSpec, get_dataset_spec, preparable
 from .schema import DataFormatError, RecDataBundle
 
-__all__ = ["FINGERPRINT_FILE", "compute_fingerprint", "prepare_dataset", "print_summary"]
+__all__ = [
+    "FINGERPRINT_FILE",
+    "compute_fingerprint",
+    "prepare_dataset",
+    "print_summary",
+]
 
 FINGERPRINT_FILE = "fingerprint.json"
 # Bumped when the cache layout written by `prepare_dataset` changes.
@@ -173,6 +186,15 @@ def _read_fingerprint(out_dir: Path) -> dict | None:
         return None
 
 
+def _no_user_message(name: str, raw_dir: Path, options: dict, bundle: RecDataBundle) -> str:
+    if not any(bundle.dropped.values()):
+        return f"{name}: no interactions in {raw_dir} (the input files hold no event rows)"
+    return (
+        f"{name}: no user is left after the filters (options {options or 'default'}); "
+        f"rows dropped by reason: {bundle.dropped}"
+    )
+
+
 def prepare_dataset(
     name: str,
     raw_dir: str | Path,
@@ -198,21 +220,36 @@ def prepare_dataset(
         the bundle, loaded (memory-mapped) from `out_dir`.
 
     Raises:
-        `ValueError` for an unknown data set or option, `FileNotFoundError` for a missing input,
-        `DataFormatError` for malformed input (the message names the file and the column).
+        `GGRInputError` for an unknown data set or option, `GGRFileNotFoundError` for a missing input,
+        `DataFormatError` for malformed input (the message names the file and the column),
+        `FileExistsError` when `out_dir` holds something else, `GGRError` when another process holds the
+        cache's lock for longer than `$GGR_HF_LOCK_TIMEOUT` seconds.
     """
     spec = get_dataset_spec(name)
     if not spec.preparable:
-        raise ValueError(f"{spec.name} is not prepared from raw files; preparable: {', '.join(preparable())}")
+        raise GGRInputError(
+            f"{spec.name} is not prepared from raw files; preparable: {', '.join(preparable())}"
+        )
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"raw folder {raw_dir} does not exist")
+        raise GGRFileNotFoundError(f"raw folder {raw_dir} does not exist")
     allowed = spec.accepted_options()
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(
+        raise GGRInputError(
             f"option(s) {', '.join(unknown)} do not apply to {spec.name}; it accepts: {', '.join(sorted(allowed))}"
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a folder; pass another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock(lock_path(out_dir)):
+        return _prepare_locked(spec, raw_dir, out_dir, force, progress, verbose, options)
+
+
+def _prepare_locked(
+    spec: DatasetSpec, raw_dir: Path, out_dir: Path, force: bool, progress: bool, verbose: bool, options: dict
+) -> RecDataBundle:
+    """`prepare_dataset` once the cache's lock is held: reuse the cache, or build and publish it."""
     fingerprint = compute_fingerprint(spec.name, raw_dir, options)
     if not force and RecDataBundle.is_complete(out_dir) and _read_fingerprint(out_dir) == fingerprint:
         bundle = RecDataBundle.load_from_disk(out_dir)
@@ -225,7 +262,6 @@ def prepare_dataset(
         and not ((out_dir / "bundle.json").exists() or (out_dir / FINGERPRINT_FILE).exists())
     ):
         raise FileExistsError(f"{out_dir} exists and is not a ggr-hf data set; refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{tag}"
@@ -236,10 +272,7 @@ def prepare_dataset(
         bundle = spec.load_function()(raw_dir, work_dir=work, progress=progress, **options)
         if bundle.num_users == 0:
             # `datasets` cannot reload an empty saved table, and an empty cache is never what was meant.
-            raise DataFormatError(
-                f"{spec.name}: no user is left after the filters (options {options or 'default'}); "
-                f"rows dropped by reason: {bundle.dropped}"
-            )
+            raise DataFormatError(_no_user_message(spec.name, raw_dir, options, bundle))
         bundle.validate()
         # The fingerprint goes in before `save_to_disk` writes the `bundle.json` marker, and the whole
         # folder only appears at `out_dir` by the rename below.

@@ -48,6 +48,8 @@ Bad input, and what happens (counts in `bundle.dropped`, in this order):
 - a missing file (`articles.parquet`, `<split>/history.parquet`, `<split>/behaviors.parquet` when
   asked) or column, a column of another type, an unreadable (truncated) file: `DataFormatError`
   (`FileNotFoundError` for a missing file) naming the file and column;
+- a click time outside 1970-01-01 .. 2100-01-01 (click times stored as integers are read in
+  `timestamp_unit`, see `ggr_hf.data.timestamps`): `GGRDataError` naming the file, column and value;
 - a history row whose `article_id_fixed` and `impression_time_fixed` differ in length:
   `DataFormatError` naming the file, the columns and the user;
 - null `user_id`: skipped, `null_user_id` (counted in clicks);
@@ -71,6 +73,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ggr_hf.errors import GGRFileNotFoundError
+
 from .arrow_utils import (
     check_columns,
     count_invalid,
@@ -88,6 +92,7 @@ from .arrow_utils import (
 from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
 from .pipeline import FirstRowPerUser, TwoPassLoader, count_user_batch
 from .schema import DataFormatError, DropCounter, RecDataBundle
+from .timestamps import TimestampReader
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +104,7 @@ __all__ = [
     "load_ebnerd",
 ]
 
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"  # 2: click times checked; integer times read in `timestamp_unit`
 
 EBNERD_CATEGORY_GROUPS = ("news", "crime", "sport", "entertainment", "lifestyle", "other")
 EBNERD_CATEGORY_GROUP_MAP: dict[str, str] = {
@@ -133,12 +138,12 @@ EBNERD_CATEGORY_GROUP_MAP: dict[str, str] = {
 
 _HISTORY_COLUMNS = {
     "user_id": "integer",
-    "impression_time_fixed": "list<timestamp>",
+    "impression_time_fixed": "list<timestamp or integer>",
     "article_id_fixed": "list<integer>",
 }
 _BEHAVIOR_COLUMNS = {
     "user_id": "integer",
-    "impression_time": "timestamp",
+    "impression_time": "timestamp or integer",
     "article_ids_clicked": "list<integer>",
 }
 _ARTICLE_COLUMNS = {
@@ -158,15 +163,15 @@ def _files(
 ) -> tuple[Path, list[Path], list[Path]]:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"EB-NeRD folder {raw_dir} does not exist")
+        raise GGRFileNotFoundError(f"EB-NeRD folder {raw_dir} does not exist")
     articles = raw_dir / "articles.parquet"
     if not articles.exists():
-        raise FileNotFoundError(f"{articles}: file not found (EB-NeRD's article table)")
+        raise GGRFileNotFoundError(f"{articles}: file not found (EB-NeRD's article table)")
     histories = [raw_dir / split / "history.parquet" for split in splits]
     behaviors = [raw_dir / split / "behaviors.parquet" for split in splits] if include_behaviors else []
     for path in histories + behaviors:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: file not found")
+            raise GGRFileNotFoundError(f"{path}: file not found")
     return articles, histories, behaviors
 
 
@@ -217,6 +222,7 @@ def load_ebnerd(
     include_behaviors: bool = False,
     include_body: bool = False,
     category_groups: Mapping[str, str] | None = None,
+    timestamp_unit: str = "auto",
     work_dir: str | Path | None = None,
     progress: bool = True,
     bucket_rows: int = 1_000_000,
@@ -233,6 +239,9 @@ def load_ebnerd(
         include_body (`bool`, *optional*, defaults to `False`): keep the article body in the items.
         category_groups (`Mapping[str, str]`, *optional*): lower-case `category_str` -> group, replacing
             `EBNERD_CATEGORY_GROUP_MAP`.
+        timestamp_unit (`str`, *optional*, defaults to `"auto"`): the unit of click-time columns stored
+            as integers (`"s"`, `"ms"`, `"us"`, `"ns"`, or `"auto"`, see `ggr_hf.data.timestamps`); the
+            publisher's typed datetimes carry their own unit and are read as today.
         work_dir (`str` or `Path`, *optional*): scratch folder (see `ggr_hf.data.merrec.load_merrec`).
         progress (`bool`, *optional*, defaults to `True`): show progress bars.
         bucket_rows (`int`, *optional*): rows per in-memory sorting bucket.
@@ -247,7 +256,10 @@ def load_ebnerd(
         check_columns(path, open_parquet(path).schema_arrow, _HISTORY_COLUMNS)
     for path in behaviors:
         check_columns(path, open_parquet(path).schema_arrow, _BEHAVIOR_COLUMNS)
-    loader = _EbnerdLoader(articles_path, histories, behaviors, include_body, category_groups, batch_rows)
+    times = TimestampReader(timestamp_unit)
+    loader = _EbnerdLoader(
+        articles_path, histories, behaviors, include_body, category_groups, batch_rows, times
+    )
     return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
 
 
@@ -262,9 +274,10 @@ class _EbnerdLoader(TwoPassLoader):
         include_body: bool,
         category_groups: Mapping[str, str] | None,
         batch_rows: int,
+        times: TimestampReader,
     ) -> None:
         super().__init__()
-        self.articles_path = articles_path
+        self.articles_path, self.times = articles_path, times
         self.category_groups = category_groups
         self.batch_rows = batch_rows
         self.articles = _read_articles(articles_path, include_body, self.drops)
@@ -294,7 +307,7 @@ class _EbnerdLoader(TwoPassLoader):
         for path, batch in prefetch(
             self.parquet_batches(sources, self.batch_rows, desc="ebnerd: read clicks")
         ):
-            rows, ranks = _add_batch(path, batch, index, builder, self.article_keys, self.drops)
+            rows, ranks = _add_batch(path, batch, index, builder, self.article_keys, self.drops, self.times)
             if attr_columns.get(path) and len(rows):
                 # The user columns of the user's first impression row.
                 self.user_attrs.add(ranks, rows, batch.select(attr_columns[path]))
@@ -315,6 +328,7 @@ def _add_batch(
     builder: SequenceBuilder,
     article_keys: np.ndarray,
     drops: DropCounter,
+    times: TimestampReader,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Adds one batch of history or behaviors rows; returns the candidate rows and their ranks."""
     history = "article_id_fixed" in batch.schema.names
@@ -325,8 +339,8 @@ def _add_batch(
     take = pa.array(rows)
     if history:
         clicks = batch.column("article_id_fixed").take(take)
-        times = batch.column("impression_time_fixed").take(take)
-        len_clicks, len_times = list_lengths(clicks), list_lengths(times)
+        click_times = batch.column("impression_time_fixed").take(take)
+        len_clicks, len_times = list_lengths(clicks), list_lengths(click_times)
         if not np.array_equal(len_clicks, len_times):
             bad = int(np.flatnonzero(len_clicks != len_times)[0])
             user = batch.column("user_id")[int(rows[bad])].as_py()
@@ -337,12 +351,16 @@ def _add_batch(
         parents = pc.list_parent_indices(clicks).to_numpy()
         flat_items = pc.list_flatten(clicks)
         # Lists of equal length flatten in the same order, null lists included (both are skipped).
-        ts, ts_valid = timestamps_to_microseconds(pc.list_flatten(times))
+        ts, ts_valid = times.arrow_to_microseconds(
+            pc.list_flatten(click_times), source=str(path), column="impression_time_fixed"
+        )
     else:
         clicks = batch.column("article_ids_clicked").take(take)
         parents = pc.list_parent_indices(clicks).to_numpy()
         flat_items = pc.list_flatten(clicks)
-        row_ts, row_valid = timestamps_to_microseconds(batch.column("impression_time").take(take))
+        row_ts, row_valid = times.arrow_to_microseconds(
+            batch.column("impression_time").take(take), source=str(path), column="impression_time"
+        )
         ts = row_ts[parents]
         ts_valid = None if row_valid is None else row_valid[parents]
     items, item_valid = int_column(flat_items)

@@ -33,6 +33,9 @@ rule it breaks; the counts are in `bundle.dropped`):
 - a missing, unreadable or truncated shard: `DataFormatError` naming the file;
 - a shard lacking a column or with an incompatible type (e.g. `item_id` as string, `stime` as string,
   `price` as string where other shards have numbers): `DataFormatError` naming the file and column;
+- an `stime` outside 1970-01-01 .. 2100-01-01 (integer `stime` is read in `timestamp_unit`, inferred
+  from its magnitude by default, see `ggr_hf.data.timestamps`): `GGRDataError` naming the file, the
+  column, the value and the unit to pass;
 - null `user_id`: skipped, `null_user_id`;
 - fewer than `min_events` events: skipped, `user_below_min_events` (counted in events);
 - null `item_id`, `stime` or `event_id`: skipped, `null_item_id` / `null_stime` / `null_event_id`;
@@ -56,6 +59,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ggr_hf.errors import GGRFileNotFoundError
+
 from .arrow_utils import (
     check_columns,
     family_target_type,
@@ -65,7 +70,6 @@ from .arrow_utils import (
     prefetch,
     repair_utf8,
     take_rows,
-    timestamps_to_microseconds,
     type_family,
     user_keys,
     valid_mask,
@@ -73,6 +77,7 @@ from .arrow_utils import (
 from .engine import AttributeCollector, BuildResult, SequenceBuilder, UserCounter, UserIndex
 from .pipeline import TwoPassLoader, count_user_batch
 from .schema import DataFormatError, RecDataBundle
+from .timestamps import TimestampReader
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ __all__ = [
     "load_merrec",
 ]
 
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"  # 2: integer `stime` in `timestamp_unit`, every time checked
 
 MERREC_EVENT_NAMES = ("item_view", "item_like", "item_add_to_cart_tap", "offer_make", "buy_start", "buy_comp")
 # Other spellings seen in derived files (the GGR release calls add-to-cart `add_to_cart`).
@@ -116,14 +121,14 @@ def find_shards(raw_dir: str | Path) -> list[Path]:
     """The parquet shards under `raw_dir` (monthly sub-folders or flat), in sorted path order."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"MerRec folder {raw_dir} does not exist")
+        raise GGRFileNotFoundError(f"MerRec folder {raw_dir} does not exist")
     shards = sorted(
         p
         for p in raw_dir.rglob("*.parquet")
         if not any(part.startswith(".") for part in p.relative_to(raw_dir).parts)
     )
     if not shards:
-        raise FileNotFoundError(f"no parquet shards (*.parquet) under {raw_dir}")
+        raise GGRFileNotFoundError(f"no parquet shards (*.parquet) under {raw_dir}")
     return shards
 
 
@@ -135,9 +140,18 @@ def input_files(raw_dir: str | Path, **options) -> list[Path]:
 def _check_schemas(shards: list[Path], item_columns: Sequence[str]) -> dict[str, str]:
     """Checks every shard's schema; returns the type family of each item column (same in all shards)."""
     families: dict[str, str] = {}
+    user_family: tuple[Path, str] | None = None
     for path in shards:
         schema = open_parquet(path).schema_arrow
         check_columns(path, schema, _REQUIRED)
+        # Integer and string user ids cannot be one user column (their keys are made differently).
+        family = type_family(schema.field("user_id").type)
+        user_family = user_family or (path, family)
+        if family != user_family[1]:
+            raise DataFormatError(
+                f"{path}: column 'user_id' has type {schema.field('user_id').type} ({family}), but "
+                f"{user_family[0]} has {user_family[1]} user ids"
+            )
         for column in item_columns:
             if column not in schema.names:
                 raise DataFormatError(f"{path}: missing column '{column}' (requested in item_columns)")
@@ -194,6 +208,7 @@ def load_merrec(
     min_events: int = 2000,
     skip_unknown_events: bool = False,
     item_columns: Sequence[str] = DEFAULT_ITEM_COLUMNS,
+    timestamp_unit: str = "auto",
     work_dir: str | Path | None = None,
     progress: bool = True,
     bucket_rows: int = 1_000_000,
@@ -208,6 +223,9 @@ def load_merrec(
         skip_unknown_events (`bool`, *optional*, defaults to `False`): skip and count events whose
             `event_id` is not one of the six types, instead of raising.
         item_columns (`Sequence[str]`, *optional*): extra item attribute columns to keep.
+        timestamp_unit (`str`, *optional*, defaults to `"auto"`): the unit of an integer `stime` column
+            (`"s"`, `"ms"`, `"us"`, `"ns"`, or `"auto"`: inferred from the magnitude, see
+            `ggr_hf.data.timestamps`); typed timestamps carry their own.
         work_dir (`str` or `Path`, *optional*): scratch folder for the grouping engine; the returned
             sequences are memory-mapped from it, so keep it as long as the bundle is used. Without it a
             temporary folder is used and the sequences are read into memory.
@@ -218,7 +236,8 @@ def load_merrec(
     Returns:
         `RecDataBundle` named `"merrec"`, with `event_names = MERREC_EVENT_NAMES`.
     """
-    loader = _MerRecLoader(find_shards(raw_dir), skip_unknown_events, item_columns, batch_rows)
+    times = TimestampReader(timestamp_unit)
+    loader = _MerRecLoader(find_shards(raw_dir), skip_unknown_events, item_columns, batch_rows, times)
     return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
 
 
@@ -232,9 +251,10 @@ class _MerRecLoader(TwoPassLoader):
         skip_unknown_events: bool,
         item_columns: Sequence[str],
         batch_rows: int,
+        times: TimestampReader,
     ) -> None:
         super().__init__()
-        self.shards = shards
+        self.shards, self.times = shards, times
         self.skip_unknown_events = skip_unknown_events
         self.item_columns = [c for c in item_columns if c not in ("name", *CATEGORY_COLUMNS)]
         self.families = _check_schemas(shards, self.item_columns)
@@ -308,7 +328,9 @@ class _MerRecLoader(TwoPassLoader):
             return
         # From here on only the candidates' rows (in a typical batch a minority) are touched.
         item_keys, item_valid = int_column(batch.column("item_id"))
-        ts, ts_valid = timestamps_to_microseconds(batch.column("stime"))
+        ts, ts_valid = self.times.arrow_to_microseconds(
+            batch.column("stime"), source=str(path), column="stime"
+        )
         item_keys, ts, events = item_keys[rows], ts[rows], events[rows]
         item_valid = None if item_valid is None else item_valid[rows]
         ts_valid = None if ts_valid is None else ts_valid[rows]

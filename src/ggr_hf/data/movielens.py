@@ -15,6 +15,8 @@ Whatever the layout, the result is a `RecDataBundle`:
 - items are re-indexed to `1 .. num_items` in the order of their original (integer) id, users to
   `0 .. num_users - 1` the same way; the `original_id` columns keep the publisher's ids, so they are
   the id mapping;
+- times are integers (RecBole's floats are floored) in `timestamp_unit`, by default inferred from their
+  magnitude (MovieLens ships seconds), stored in seconds; a time outside 1970..2100 is an error;
 - each user's interactions are sorted by timestamp with a *stable* sort: interactions that share a
   timestamp keep the order they have in the interaction file;
 - every item of the item table and every user of the user table is kept, even without any
@@ -30,6 +32,7 @@ and the parsed bundle is cached next to it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -39,6 +42,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+from ggr_hf.errors import GGRInputError
+
+from .locking import cache_lock
 from .movielens_files import (
     AGE_BANDS,
     ML1M_AGE_BANDS,
@@ -51,6 +57,7 @@ from .movielens_files import (
     read_recbole,
 )
 from .schema import DataFormatError, RecDataBundle
+from .timestamps import check_timestamp_unit
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ def load_movielens(
     *,
     format: str = "auto",
     cache_dir: str | Path | None = None,
+    timestamp_unit: str = "auto",
 ) -> RecDataBundle:
     """Reads MovieLens-100K or MovieLens-1M into a `RecDataBundle`.
 
@@ -106,6 +114,12 @@ def load_movielens(
         cache_dir (`str` or `Path`, *optional*):
             Only used when `path` is `None`: where the wheel and the parsed bundle are kept. Defaults to
             `$GGR_HF_CACHE/recbole`, or `~/.cache/ggr_hf/recbole` when `GGR_HF_CACHE` is not set.
+            Processes sharing it take turns (a lock file `.ggr-hf.lock` in it), so two trainings
+            starting together download and parse once.
+        timestamp_unit (`str`, *optional*, defaults to `"auto"`):
+            The unit of the interaction file's times: `"s"` (MovieLens' own), `"ms"`, `"us"`, `"ns"`,
+            or `"auto"` (inferred from the magnitude and logged; see `ggr_hf.data.timestamps`). Stored
+            in seconds. A time outside 1970-01-01 .. 2100-01-01 is a `GGRDataError`.
 
     Returns:
         `RecDataBundle`: `sequences` (`user_id`, `item_ids`, `timestamps`), `items` (`item_id`,
@@ -119,15 +133,16 @@ def load_movielens(
         `RuntimeError`: `path` is `None` and RecBole's wheel can neither be found nor downloaded.
     """
     if format not in MOVIELENS_FORMATS:
-        raise ValueError(f"format must be one of {MOVIELENS_FORMATS}, got {format!r}")
+        raise GGRInputError(f"format must be one of {', '.join(MOVIELENS_FORMATS)}, got {format!r}")
+    check_timestamp_unit(timestamp_unit)
     if path is None:
-        return _load_default(cache_dir)
+        return _load_default(cache_dir, timestamp_unit)
     folder = Path(path).expanduser()
     if not folder.exists():
         raise DataFormatError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise DataFormatError(f"{folder}: expected a folder holding MovieLens files, got a file")
-    return read_movielens_folder(folder, format)
+    return read_movielens_folder(folder, format, timestamp_unit)
 
 
 def default_cache_dir() -> Path:
@@ -216,13 +231,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_default(cache_dir: str | Path | None) -> RecDataBundle:
+def _load_default(cache_dir: str | Path | None, timestamp_unit: str) -> RecDataBundle:
+    directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = cache_lock(directory / ".ggr-hf.lock")
+    except OSError:  # a read-only cache: nothing can be written there, so nothing to take turns on
+        lock = contextlib.nullcontext()
+    with lock:
+        return _load_default_locked(cache_dir, timestamp_unit)
+
+
+def _load_default_locked(cache_dir: str | Path | None, timestamp_unit: str) -> RecDataBundle:
     wheel = fetch_movielens_100k(cache_dir)
-    bundle_dir = wheel.parent / f"ml-100k-{_sha256(wheel)[:16]}"
+    # The parsed bundle depends on the unit its times were read in; "auto" keeps the original name.
+    unit = "" if timestamp_unit == "auto" else f"-{timestamp_unit}"
+    bundle_dir = wheel.parent / f"ml-100k-{_sha256(wheel)[:16]}{unit}"
     if RecDataBundle.is_complete(bundle_dir):
         logger.info("Reading the parsed MovieLens-100K from %s", bundle_dir)
         return RecDataBundle.load_from_disk(bundle_dir)
-    bundle = _read_recbole_wheel(wheel)
+    bundle = _read_recbole_wheel(wheel, timestamp_unit)
     # Save into a private folder first and rename it, so that two processes never mix their files.
     tmp_dir = bundle_dir.with_name(f"{bundle_dir.name}.tmp-{os.getpid()}")
     try:
@@ -240,7 +268,7 @@ def _load_default(cache_dir: str | Path | None) -> RecDataBundle:
     return RecDataBundle.load_from_disk(bundle_dir)
 
 
-def _read_recbole_wheel(wheel: Path) -> RecDataBundle:
+def _read_recbole_wheel(wheel: Path, timestamp_unit: str) -> RecDataBundle:
     try:
         with zipfile.ZipFile(wheel) as zf:
             sources = []
@@ -255,4 +283,4 @@ def _read_recbole_wheel(wheel: Path) -> RecDataBundle:
         raise DataFormatError(f"{wheel}: not a readable wheel ({err}); delete it and try again") from None
     for src in sources:
         src.check_not_empty()
-    return read_recbole("ml-100k", *sources)
+    return read_recbole("ml-100k", *sources, timestamp_unit=timestamp_unit)

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .schema import DataFormatError, RecDataBundle
+from .timestamps import TimestampReader
 
 __all__ = [
     "AGE_BANDS",
@@ -94,13 +95,16 @@ def age_band(age: int) -> str:
     return AGE_BANDS[int(np.searchsorted(_AGE_BAND_LOWER, int(age), side="right"))]
 
 
-def read_movielens_folder(folder: Path, format: str) -> RecDataBundle:
-    """Reads the MovieLens files in `folder`, in the layout `format` (one of `MOVIELENS_FORMATS`)."""
+def read_movielens_folder(folder: Path, format: str, timestamp_unit: str = "auto") -> RecDataBundle:
+    """Reads the MovieLens files in `folder`, in the layout `format` (one of `MOVIELENS_FORMATS`), with
+    integer times in `timestamp_unit` (see `ggr_hf.data.timestamps`)."""
     if format == "auto":
         format = _detect_format(folder)
     if format == "recbole":
         inter, item, user = (_single_file(folder, ext) for ext in ("inter", "item", "user"))
-        return read_recbole(inter.stem, *(Source.from_file(p) for p in (inter, item, user)))
+        return read_recbole(
+            inter.stem, *(Source.from_file(p) for p in (inter, item, user)), timestamp_unit=timestamp_unit
+        )
     if format == "grouplens-100k":
         genre_file = folder / "u.genre"
         genres = _parse_u_genre(Source.from_file(genre_file)) if genre_file.exists() else ML100K_GENRES
@@ -109,18 +113,22 @@ def read_movielens_folder(folder: Path, format: str) -> RecDataBundle:
             _parse_u_data(Source.from_file(folder / "u.data")),
             _parse_u_item(Source.from_file(folder / "u.item"), genres),
             _parse_u_user(Source.from_file(folder / "u.user")),
+            timestamp_unit,
         )
     return _build_bundle(
         "ml-1m",
         _parse_ratings_dat(Source.from_file(folder / "ratings.dat")),
         _parse_movies_dat(Source.from_file(folder / "movies.dat")),
         _parse_users_dat(Source.from_file(folder / "users.dat")),
+        timestamp_unit,
     )
 
 
-def read_recbole(name: str, inter: Source, item: Source, user: Source) -> RecDataBundle:
+def read_recbole(
+    name: str, inter: Source, item: Source, user: Source, *, timestamp_unit: str = "auto"
+) -> RecDataBundle:
     """The bundle `name` from RecBole's atomic `.inter`, `.item` and `.user` files."""
-    return _build_bundle(name, *_parse_recbole(inter, item, user))
+    return _build_bundle(name, *_parse_recbole(inter, item, user), timestamp_unit)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,13 +238,14 @@ class _Column:
         return parsed
 
     def timestamps(self) -> np.ndarray:
-        """Seconds since the epoch; floats (RecBole types timestamps as `float`) are floored."""
+        """Integer times as written (the unit is applied later); floats (RecBole types timestamps as
+        `float`) are floored."""
         if pd.api.types.is_integer_dtype(self.values.dtype):
             return self.values.to_numpy(np.int64)
         parsed = pd.to_numeric(self.values.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
         bad = self._first_bad(~np.isfinite(parsed) | (np.abs(parsed) > 2**62))
         if bad is not None:
-            raise self._fail(bad, "expected a timestamp in seconds since the epoch")
+            raise self._fail(bad, "expected an integer time since the epoch")
         return np.floor(parsed).astype(np.int64)
 
     def strings(self) -> list[str]:
@@ -333,8 +342,9 @@ class _Interactions:
     item_column: str
     users: np.ndarray  # original ids, int64, file order
     items: np.ndarray
-    timestamps: np.ndarray
+    timestamps: np.ndarray  # raw integer times (floats floored), in the file's unit
     first_line: int
+    time_column: str
 
 
 @dataclass
@@ -352,7 +362,7 @@ def _parse_interactions(
     users, items, ts = cols[user].ints(), cols[item].ints(), cols[timestamp].timestamps()
     if rating is not None:
         cols[rating].numbers()  # validated, then dropped: every rating is one implicit interaction
-    return _Interactions(src.name, user, item, users, items, ts, cols[user].first_line)
+    return _Interactions(src.name, user, item, users, items, ts, cols[user].first_line, timestamp)
 
 
 def _years(titles: list[str], release: pd.Series | None = None) -> np.ndarray:
@@ -593,7 +603,13 @@ def _take(values: list | np.ndarray, order: np.ndarray) -> list | np.ndarray:
     return [values[i] for i in order]
 
 
-def _build_bundle(name: str, inter: _Interactions, items: _Table, users: _Table) -> RecDataBundle:
+def _build_bundle(
+    name: str, inter: _Interactions, items: _Table, users: _Table, timestamp_unit: str
+) -> RecDataBundle:
+    # Seconds from here on: a column in ms or ns read as seconds would overflow and reorder events.
+    seconds = TimestampReader(timestamp_unit).integers_to_seconds(
+        inter.timestamps, source=inter.src, column=inter.time_column
+    )
     item_order = _index_table(items, "item")
     user_order = _index_table(users, "user")
     item_ids_sorted = items.ids[item_order]
@@ -601,7 +617,8 @@ def _build_bundle(name: str, inter: _Interactions, items: _Table, users: _Table)
     item_idx = _lookup(item_ids_sorted, inter.items, inter, inter.item_column, items) + 1
     user_idx = _lookup(user_ids_sorted, inter.users, inter, inter.user_column, users)
 
-    # Stable sorts: by time, then by user; ties in time keep the file's order.
+    # Stable sorts: by time (in the file's unit, so sub-second order is kept), then by user; ties in time
+    # keep the file's order.
     order = np.argsort(inter.timestamps, kind="stable")
     order = order[np.argsort(user_idx[order], kind="stable")]
     counts = np.bincount(user_idx, minlength=len(user_ids_sorted))
@@ -613,7 +630,7 @@ def _build_bundle(name: str, inter: _Interactions, items: _Table, users: _Table)
         {
             "user_id": pa.array(np.arange(len(counts), dtype=np.int64)),
             "item_ids": list_cls.from_arrays(offsets_arr, pa.array(item_idx[order].astype(np.int64))),
-            "timestamps": list_cls.from_arrays(offsets_arr, pa.array(inter.timestamps[order])),
+            "timestamps": list_cls.from_arrays(offsets_arr, pa.array(seconds[order])),
         }
     )
 

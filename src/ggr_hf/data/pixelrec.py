@@ -41,6 +41,10 @@ Bad input, and what happens (counts in `bundle.dropped`, in this order):
 - no interaction or item-info CSV, several interaction files and no `variant`, a missing column, an
   unparsable row (wrong number of fields), a non-integer `timestamp` or `*_number`: `DataFormatError`
   (`FileNotFoundError` for missing files) naming the file and column;
+- an interaction CSV with a header and no rows: `DataFormatError` "no interactions in FILE";
+- a `timestamp` outside 1970-01-01 .. 2100-01-01 once read in `timestamp_unit` (`"auto"` by default:
+  inferred from the magnitude, see `ggr_hf.data.timestamps`): `GGRDataError` naming the file, the
+  column, the value and the unit to pass;
 - an empty (null) `user_id`, `item_id` or `timestamp`: skipped, `null_user_id` / `null_item_id` /
   `null_timestamp`;
 - an item id absent from the item-info files: skipped, `item_not_in_item_info`;
@@ -67,6 +71,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
+from ggr_hf.errors import GGRFileNotFoundError
+
 from .arrow_utils import (
     hash_strings,
     iter_progress,
@@ -79,6 +85,7 @@ from .arrow_utils import (
 from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
 from .pipeline import TwoPassLoader
 from .schema import DataFormatError, DropCounter, RecDataBundle
+from .timestamps import TimestampReader
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ __all__ = [
     "load_tag_categories",
 ]
 
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"  # 2: `timestamp` in `timestamp_unit` ("auto"), every time checked
 
 # The paper's 8 item categories, in its order.
 PIXELREC_CATEGORIES = (
@@ -130,7 +137,7 @@ def load_tag_categories(path: str | Path | None = None) -> dict[str, tuple[str, 
     """
     path = Path(path) if path is not None else default_tag_map_path()
     if not path.exists():
-        raise FileNotFoundError(f"{path}: tag table not found")
+        raise GGRFileNotFoundError(f"{path}: tag table not found")
     lines = path.read_text(encoding="utf-8").splitlines()
     kept = [
         (n, line)
@@ -197,7 +204,7 @@ def find_pixelrec_files(
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"PixelRec folder {raw_dir} does not exist")
+        raise GGRFileNotFoundError(f"PixelRec folder {raw_dir} does not exist")
 
     def resolve(p: str | Path) -> Path:
         p = Path(p)
@@ -220,7 +227,7 @@ def find_pixelrec_files(
             v = variant.lower()
             inter = [p for p in inter if p.stem.lower() == v or p.stem.lower().startswith(v)]
         if not inter:
-            raise FileNotFoundError(
+            raise GGRFileNotFoundError(
                 f"no interaction CSV (header {','.join(INTERACTION_COLUMNS)})"
                 + (f" named {variant}*" if variant else "")
                 + f" under {raw_dir}"
@@ -238,10 +245,12 @@ def find_pixelrec_files(
             matching = [p for p in items if p.stem.lower().startswith(variant.lower())]
             items = matching or items
         if not items:
-            raise FileNotFoundError(f"no item-info CSV (a header with item_id, title, tag) under {raw_dir}")
+            raise GGRFileNotFoundError(
+                f"no item-info CSV (a header with item_id, title, tag) under {raw_dir}"
+            )
     for p in inter + items:
         if not p.exists():
-            raise FileNotFoundError(f"{p}: file not found")
+            raise GGRFileNotFoundError(f"{p}: file not found")
     return inter, items
 
 
@@ -389,6 +398,7 @@ def load_pixelrec(
     item_info: str | Path | Sequence[str | Path] | None = None,
     tag_map: str | Path | None = None,
     tag_separator: str | None = None,
+    timestamp_unit: str = "auto",
     min_events: int = 1,
     work_dir: str | Path | None = None,
     progress: bool = True,
@@ -404,6 +414,8 @@ def load_pixelrec(
         item_info (`str`, `Path` or a sequence of them, *optional*): explicit item-info CSV(s).
         tag_map (`str` or `Path`, *optional*): a tag table replacing the packaged one.
         tag_separator (`str`, *optional*): split the `tag` field into several tags on this string.
+        timestamp_unit (`str`, *optional*, defaults to `"auto"`): the unit of the `timestamp` column
+            (`"s"` as published, `"ms"`, `"us"`, `"ns"`, or `"auto"`: inferred from the magnitude).
         min_events (`int`, *optional*, defaults to 1): keep users with at least this many interactions.
         work_dir (`str` or `Path`, *optional*): scratch folder (see `ggr_hf.data.merrec.load_merrec`).
         progress (`bool`, *optional*, defaults to `True`): show progress bars.
@@ -423,12 +435,14 @@ def load_pixelrec(
         load_tag_categories(tag_map),
         tag_separator,
         block_size,
+        TimestampReader(timestamp_unit),
     )
     return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
 
 
 class _PixelRecLoader(TwoPassLoader):
-    ts_divisor = 1  # the CSVs hold seconds
+    # Times are fed in microseconds (any `timestamp_unit`) so that sub-second order survives the sort.
+    ts_divisor = 1_000_000
 
     def __init__(
         self,
@@ -438,9 +452,10 @@ class _PixelRecLoader(TwoPassLoader):
         tags: dict[str, tuple[str, ...]],
         tag_separator: str | None,
         block_size: int,
+        times: TimestampReader,
     ) -> None:
         super().__init__()
-        self.name, self.inter_paths = name, inter_paths
+        self.name, self.inter_paths, self.times = name, inter_paths, times
         self.tags, self.tag_separator, self.block_size = tags, tag_separator, block_size
         self.info = _read_item_info(info_paths, self.drops)
 
@@ -454,7 +469,9 @@ class _PixelRecLoader(TwoPassLoader):
             for path in iter_progress(
                 self.inter_paths, desc="pixelrec: parse", unit="file", progress=self.progress
             ):
+                rows = 0
                 for batch in prefetch(_interaction_batches(path, self.block_size)):
+                    rows += batch.num_rows
                     users, items = batch.column("user_id"), batch.column("item_id")
                     ts = _to_int(path, "timestamp", batch.column("timestamp"))
                     item_index = pc.index_in(items, value_set=item_vocab)
@@ -470,11 +487,18 @@ class _PixelRecLoader(TwoPassLoader):
                     if ok is not None:
                         keep = pa.array(ok)
                         users, item_index, ts = users.filter(keep), item_index.filter(keep), ts.filter(keep)
+                    micros = self.times.integers_to_microseconds(
+                        ts.to_numpy(zero_copy_only=False), source=str(path), column="timestamp"
+                    )
                     keys = hash_strings(users)
                     counter.add(keys, users)
                     writer.write_batch(
-                        pa.record_batch([pa.array(keys), item_index.cast(pa.int64()), ts], schema=schema)
+                        pa.record_batch(
+                            [pa.array(keys), item_index.cast(pa.int64()), pa.array(micros)], schema=schema
+                        )
                     )
+                if rows == 0:
+                    raise DataFormatError(f"no interactions in {path} (the file has a header and no rows)")
 
     def read_events(self, index: UserIndex, builder: SequenceBuilder) -> None:
         with pa.memory_map(str(self.compact_path)) as source:

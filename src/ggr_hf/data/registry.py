@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ggr_hf.errors import GGRInputError
+
+from .locking import open_prepared
 from .schema import RecDataBundle
 
 __all__ = [
@@ -40,15 +43,30 @@ PathLike = str | os.PathLike
 RUNTIME_OPTIONS = ("work_dir", "progress", "bucket_rows", "batch_rows", "block_size")
 
 
+def _check_options(name: str, function: Callable, options: dict) -> None:
+    """Unknown keyword options are a `GGRInputError` listing the accepted ones (not a `TypeError`)."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(function).parameters
+    accepted = sorted(p for p, v in params.items() if v.kind in kinds and p != "path")
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GGRInputError(
+            f"option(s) {', '.join(unknown)} do not apply to data.dataset: {name}; it accepts: "
+            f"{', '.join(accepted)}"
+        )
+
+
 def _load_ml100k(name: str, path: PathLike | None, options: dict) -> RecDataBundle:
     from .movielens import load_movielens
 
+    _check_options(name, load_movielens, options)
     return load_movielens(path, **options) if path else load_movielens(**options)
 
 
 def _load_movielens(name: str, path: PathLike | None, options: dict) -> RecDataBundle:
     from .movielens import load_movielens
 
+    _check_options(name, load_movielens, options)
     return load_movielens(_required_path(name, path), **options)
 
 
@@ -56,22 +74,23 @@ def _make_synthetic(name: str, path: PathLike | None, options: dict) -> RecDataB
     from .synthetic import make_synthetic
 
     if path:
-        raise ValueError(f"data.path does not apply to data.dataset: {name}")
+        raise GGRInputError(f"data.path does not apply to data.dataset: {name}")
+    _check_options(name, make_synthetic, options)
     return make_synthetic(**options)
 
 
 def _load_prepared(name: str, path: PathLike | None, options: dict) -> RecDataBundle:
     if options:
-        raise ValueError(
+        raise GGRInputError(
             f"option(s) {', '.join(sorted(options))} do not apply to data.dataset: {name} "
             "(a prepared folder is read as it was written)"
         )
-    return RecDataBundle.load_from_disk(_required_path(name, path))
+    return open_prepared(_required_path(name, path))
 
 
 def _required_path(name: str, path: PathLike | None) -> PathLike:
     if not path:
-        raise ValueError(f"data.path is required with data.dataset: {name}")
+        raise GGRInputError(f"data.path is required with data.dataset: {name}")
     return path
 
 
@@ -107,7 +126,7 @@ class DatasetSpec:
 
     def _module(self):
         if self.module is None:
-            raise ValueError(
+            raise GGRInputError(
                 f"{self.name} is not prepared from raw files; preparable: {', '.join(preparable())}"
             )
         return importlib.import_module(self.module, package=__package__)
@@ -180,12 +199,12 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     """The spec registered under `name` (case-insensitive).
 
     Raises:
-        `ValueError` listing the known names.
+        `GGRInputError` (a `ValueError`) listing the known names.
     """
     try:
         return DATASETS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+    except (KeyError, AttributeError):
+        raise GGRInputError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
 def load_dataset_bundle(name: str, path: str | os.PathLike | None = None, **options) -> RecDataBundle:
@@ -202,7 +221,7 @@ def load_dataset_bundle(name: str, path: str | os.PathLike | None = None, **opti
         `RecDataBundle`.
 
     Raises:
-        `ValueError` for an unknown name (listing the known ones) or a missing required `path`.
+        `GGRInputError` (a `ValueError`) for an unknown name or option, (listing the known ones) or a missing required `path`.
     """
     spec = get_dataset_spec(name)
     return spec.opener(spec.name, path, options)

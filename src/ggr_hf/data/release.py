@@ -23,8 +23,10 @@ The authors train from two parquet files per data set, so their users can start 
 - `event_names`: given, or `MERREC_EVENT_NAMES` for `name="merrec"`, or the integers / the sorted
   names found.
 
-Timestamps are integers in `timestamp_unit` (default seconds) or Arrow timestamps; they are stored in
-seconds. Nothing is filtered by default (`min_events=1`): the release's files are already filtered, and
+Timestamps are integers in `timestamp_unit` (by default `"auto"`: inferred from their magnitude and
+logged, see `ggr_hf.data.timestamps`) or Arrow timestamps; they are stored in seconds. A time outside
+1970-01-01 .. 2100-01-01 after conversion is a `GGRDataError` naming the file, the column, the value
+and the unit to pass. Nothing is filtered by default (`min_events=1`): the release's files are already filtered, and
 its training code's `> max(min_seq_len, 2 * eval_pred_len)` rule belongs to the evaluation split.
 
 Bad input: a missing file or column, a list column of another type, lists of different lengths in one
@@ -45,6 +47,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError
+
 from .arrow_utils import (
     check_columns,
     int_column,
@@ -56,28 +60,31 @@ from .arrow_utils import (
     read_parquet_table,
     repair_utf8,
     take_rows,
-    timestamps_to_microseconds,
     user_keys,
 )
 from .engine import BuildResult, SequenceBuilder, UserCounter, UserIndex
 from .merrec import MERREC_EVENT_ALIASES, MERREC_EVENT_NAMES
 from .pipeline import FirstRowPerUser, TwoPassLoader, count_user_batch
 from .schema import DataFormatError, DropCounter, RecDataBundle
+from .timestamps import TimestampReader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["find_release_files", "input_files", "load_release", "load_release_dir"]
+__all__ = ["RELEASE_NAMES", "find_release_files", "input_files", "load_release", "load_release_dir"]
 
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"  # 2: `timestamp_unit` defaults to "auto"; every time checked
 
-_UNIT_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+# Event ids are stored as int8 codes.
+MAX_EVENT_TYPES = 128
+# The data sets the release ships files for, and the neutral default name.
+RELEASE_NAMES = ("release", "merrec", "pixel8m", "ebnerd")
 
 
 def find_release_files(raw_dir: str | Path) -> tuple[Path, Path]:
     """The sequence file (a list column `item_id`) and the item-info file (a scalar `item_id`) in a folder."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"release folder {raw_dir} does not exist")
+        raise GGRFileNotFoundError(f"release folder {raw_dir} does not exist")
     seqs, infos = [], []
     for path in sorted(raw_dir.rglob("*.parquet")):
         schema = open_parquet(path).schema_arrow
@@ -103,7 +110,7 @@ def load_release_dir(
     *,
     release_name: str = "release",
     event_names: Sequence[str] | None = None,
-    timestamp_unit: str = "s",
+    timestamp_unit: str = "auto",
     min_events: int = 1,
     work_dir: str | Path | None = None,
     progress: bool = True,
@@ -114,9 +121,19 @@ def load_release_dir(
     Args:
         raw_dir (`str` or `Path`): a folder with the release's sequence and item-info parquet files.
         release_name (`str`, *optional*): the data set the files are for (`merrec`, `pixel8m`, `ebnerd`);
-            the bundle's name.
+            the bundle's name (`RELEASE_NAMES`, case-insensitive).
         event_names, timestamp_unit, min_events, work_dir, progress, bucket_rows: see `load_release`.
+
+    Raises:
+        `GGRInputError` for a `release_name` outside `RELEASE_NAMES` (a misspelt `merrec` would lose the
+        event names).
     """
+    if not isinstance(release_name, str) or release_name.lower() not in RELEASE_NAMES:
+        raise GGRInputError(
+            f"release_name (--release-name) {release_name!r} is not a known release data set; known: "
+            f"{', '.join(RELEASE_NAMES)}"
+        )
+    release_name = release_name.lower()
     seq_path, info_path = find_release_files(raw_dir)
     return load_release(
         seq_path,
@@ -155,7 +172,7 @@ def load_release(
     *,
     name: str = "release",
     event_names: Sequence[str] | None = None,
-    timestamp_unit: str = "s",
+    timestamp_unit: str = "auto",
     min_events: int = 1,
     work_dir: str | Path | None = None,
     progress: bool = True,
@@ -169,7 +186,8 @@ def load_release(
         item_info_path (`str` or `Path`): the item-info file keyed by `item_id`.
         name (`str`, *optional*): the bundle's name, e.g. `"merrec"` (which also sets the event names).
         event_names (`Sequence[str]`, *optional*): names of the event ids, in order.
-        timestamp_unit (`str`, *optional*, defaults to `"s"`): unit of integer timestamps.
+        timestamp_unit (`str`, *optional*, defaults to `"auto"`): unit of integer timestamps: `"s"`,
+            `"ms"`, `"us"`, `"ns"`, or `"auto"` (inferred from the magnitude, see `ggr_hf.data.timestamps`).
         min_events (`int`, *optional*, defaults to 1): keep users with at least this many events.
         work_dir (`str` or `Path`, *optional*): scratch folder (see `ggr_hf.data.merrec.load_merrec`).
         progress (`bool`, *optional*, defaults to `True`): show progress bars.
@@ -178,8 +196,7 @@ def load_release(
             pass sizes its batches to about 2 million events from the average length seen.
     """
     seq_path, item_info_path = Path(seq_path), Path(item_info_path)
-    if timestamp_unit not in _UNIT_PER_SECOND:
-        raise ValueError(f"timestamp_unit must be one of {list(_UNIT_PER_SECOND)}, not {timestamp_unit!r}")
+    times = TimestampReader(timestamp_unit)
     schema = open_parquet(seq_path).schema_arrow
     _list_check(seq_path, schema, "item_id", ("integer", "string"))
     _list_check(seq_path, schema, "timestamp", ("integer", "timestamp"))
@@ -208,7 +225,7 @@ def load_release(
         schema.field("event_id").type.value_type if has_events else None,
         event_names,
         extra_columns,
-        _UNIT_PER_SECOND[timestamp_unit],
+        times,
         batch_rows,
     )
     return loader.run(min_events=min_events, work_dir=work_dir, progress=progress, bucket_rows=bucket_rows)
@@ -225,7 +242,7 @@ class _ReleaseLoader(TwoPassLoader):
         event_column: pa.DataType | None,
         event_names: Sequence[str] | None,
         extra_columns: list[str],
-        per_second: int,
+        times: TimestampReader,
         batch_rows: int,
     ) -> None:
         super().__init__()
@@ -240,7 +257,7 @@ class _ReleaseLoader(TwoPassLoader):
         self.string_events = self.has_events and not pa.types.is_integer(event_column)
         self.given_event_names = event_names
         self.extra_columns = extra_columns
-        self.per_second = per_second
+        self.times = times
         self.batch_rows = batch_rows
 
     def _batches(self, columns: list[str], batch_rows: int, desc: str):
@@ -305,7 +322,7 @@ class _ReleaseLoader(TwoPassLoader):
             if self.extra_columns:
                 self.extras.add(ranks, rows, batch.select(self.extra_columns))
             _add_rows(self.seq_path, batch.take(pa.array(rows)), ranks, builder, self.item_index, self.drops,
-                      self.per_second, self.event_lookup)  # fmt: skip
+                      self.times, self.event_lookup)  # fmt: skip
 
     def item_table(self, result: BuildResult) -> pa.Table:
         return _item_table(
@@ -322,6 +339,11 @@ def _event_vocabulary(
     """The event names, and how to map the file's values (a dict for names, the count for integers)."""
     if string_events:
         names = list(event_names) if event_names is not None else sorted(v for v in found if v is not None)
+        if len(names) > MAX_EVENT_TYPES:
+            raise DataFormatError(
+                f"{path}: column 'event_id' has {len(names)} distinct values (e.g. {names[:3]}); at most "
+                f"{MAX_EVENT_TYPES} event types are supported"
+            )
         lookup = {n: i for i, n in enumerate(names)}
         if event_names is not None and tuple(event_names) == MERREC_EVENT_NAMES:
             lookup.update({a: MERREC_EVENT_NAMES.index(t) for a, t in MERREC_EVENT_ALIASES.items()})
@@ -331,6 +353,12 @@ def _event_vocabulary(
                 f"{path}: column 'event_id' has unknown value(s) {unknown[:5]}; known: {names}"
             )
         return names, lookup
+    if max_event >= MAX_EVENT_TYPES:
+        # Events are stored as int8 codes; a huge id is a wrong column, not 2**63 event types.
+        raise DataFormatError(
+            f"{path}: column 'event_id' has the value {max_event}; integer event ids must be "
+            f"0..{MAX_EVENT_TYPES - 1} (one per event type)"
+        )
     names = list(event_names) if event_names is not None else [str(i) for i in range(max_event + 1)]
     if max_event >= len(names):
         raise DataFormatError(
@@ -346,12 +374,12 @@ def _add_rows(
     builder: SequenceBuilder,
     item_index: UserIndex,
     drops: DropCounter,
-    per_second: int,
+    times: TimestampReader,
     event_lookup: dict | int | None,
 ) -> None:
-    items, times = batch.column("item_id"), batch.column("timestamp")
+    items, time_lists = batch.column("item_id"), batch.column("timestamp")
     lengths = list_lengths(items)
-    others = [("timestamp", times)] + (
+    others = [("timestamp", time_lists)] + (
         [("event_id", batch.column("event_id"))] if event_lookup is not None else []
     )
     for column, values in others:
@@ -361,12 +389,9 @@ def _add_rows(
     flat_items = pc.list_flatten(items)
     ikeys, item_valid, _ = user_keys(flat_items)
     item_ranks = item_index.lookup(ikeys)
-    flat_times = pc.list_flatten(times)
-    if pa.types.is_timestamp(flat_times.type):
-        ts, ts_valid = timestamps_to_microseconds(flat_times)
-    else:
-        ts, ts_valid = int_column(flat_times)
-        ts = ts * (1_000_000 // per_second) if per_second <= 1_000_000 else ts // (per_second // 1_000_000)
+    ts, ts_valid = times.arrow_to_microseconds(
+        pc.list_flatten(time_lists), source=str(path), column="timestamp"
+    )
     events, event_valid = None, None
     if event_lookup is not None:
         flat_events = pc.list_flatten(batch.column("event_id"))

@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ggr_hf.errors import GGRDataError, GGRFileNotFoundError
+
 logger = logging.getLogger(__name__)
 
 PAD_ITEM_ID = 0
@@ -39,8 +41,8 @@ PAD_ITEM_ID = 0
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "timestamps")
 
 
-class DataFormatError(ValueError):
-    """Raised when an input file does not have the expected layout.
+class DataFormatError(GGRDataError):
+    """Raised when an input file does not have the expected layout (ggr-hf's `GGRDataError`).
 
     The message always names the file and, where it applies, the column and the offending value.
     """
@@ -191,17 +193,39 @@ class RecDataBundle:
     def load_from_disk(cls, directory: str | Path) -> RecDataBundle:
         directory = Path(directory)
         marker = directory / "bundle.json"
+        if not directory.is_dir():
+            raise GGRFileNotFoundError(f"{directory}: no such folder (expected a prepared ggr-hf data set)")
         if not marker.exists():
-            raise FileNotFoundError(
+            raise GGRFileNotFoundError(
                 f"{directory} is not a complete ggr-hf data set (no bundle.json); prepare it again"
             )
-        meta = json.loads(marker.read_text())
-        users = datasets.load_from_disk(str(directory / "users")) if meta.get("has_users") else None
+        try:
+            meta = json.loads(marker.read_text())
+            name = meta["name"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataFormatError(
+                f"{marker}: not a readable ggr-hf bundle marker ({err!r}); prepare the data set again"
+            ) from None
+        tables = {}
+        for part in ("sequences", "items", "users"):
+            if part == "users" and not meta.get("has_users"):
+                tables[part] = None
+                continue
+            try:
+                tables[part] = datasets.load_from_disk(str(directory / part))
+            except FileNotFoundError as err:
+                raise GGRFileNotFoundError(
+                    f"{directory / part}: missing from the prepared data set ({err}); prepare it again"
+                ) from None
+            except (OSError, ValueError, pa.ArrowException) as err:
+                raise DataFormatError(
+                    f"{directory / part}: not a readable datasets folder ({err}); prepare it again"
+                ) from None
         return cls(
-            name=meta["name"],
-            sequences=datasets.load_from_disk(str(directory / "sequences")),
-            items=datasets.load_from_disk(str(directory / "items")),
-            users=users,
+            name=name,
+            sequences=tables["sequences"],
+            items=tables["items"],
+            users=tables["users"],
             event_names=meta.get("event_names"),
             dropped=meta.get("dropped", {}),
         )

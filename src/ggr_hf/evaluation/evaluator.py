@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from ggr_hf.data.collator import eval_batches
 from ggr_hf.data.splits import EvalRows
+from ggr_hf.errors import GGRInputError
 from ggr_hf.evaluation.metrics import aggregate, compute_ranking_metrics, new_event_mask
 
 DEFAULT_KS = (5, 10, 50, 200)
@@ -122,7 +123,7 @@ def evaluate_model(
         )
 
     if oracle_events and rows.target_events is None:
-        raise ValueError("oracle_events needs a data set with event types")
+        raise GGRInputError("oracle_events needs a data set with event types")
     return _run(
         scorer,
         rows,

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from ggr_hf.errors import GGRInputError
+
 __all__ = [
     "aggregate",
     "category_entropy_at_k",
@@ -49,25 +51,25 @@ PAD_EVENT_ID = -1
 
 def _check_ids(name: str, ids: torch.Tensor) -> None:
     if not isinstance(ids, torch.Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(ids).__name__}.")
+        raise GGRInputError(f"`{name}` must be a torch.Tensor, got {type(ids).__name__}.")
     if ids.dim() != 2:
-        raise ValueError(f"`{name}` must be 2-D [batch_size, length], got shape {tuple(ids.shape)}.")
+        raise GGRInputError(f"`{name}` must be 2-D [batch_size, length], got shape {tuple(ids.shape)}.")
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-        raise ValueError(f"`{name}` must be an integer tensor of item ids, got dtype {ids.dtype}.")
+        raise GGRInputError(f"`{name}` must be an integer tensor of item ids, got dtype {ids.dtype}.")
 
 
 def _check_same_batch(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape[0] != b.shape[0]:
-        raise ValueError(
+        raise GGRInputError(
             f"`{name_a}` and `{name_b}` must have the same batch size, got {a.shape[0]} and {b.shape[0]}."
         )
 
 
 def _check_k(k: int, topk: torch.Tensor, name: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {k!r}.")
+        raise GGRInputError(f"`{name}` must be a positive int, got {k!r}.")
     if k > topk.shape[1]:
-        raise ValueError(
+        raise GGRInputError(
             f"Cutoff {name}={k} is larger than the number of recommended items in `topk` "
             f"({topk.shape[1]}); retrieve at least {k} items."
         )
@@ -76,11 +78,11 @@ def _check_k(k: int, topk: torch.Tensor, name: str = "k") -> None:
 def _resolve_horizon(horizon: int | None, targets: torch.Tensor) -> int:
     num_targets = targets.shape[1]
     if num_targets < 1:
-        raise ValueError("`targets` must have at least one column (num_targets >= 1).")
+        raise GGRInputError("`targets` must have at least one column (num_targets >= 1).")
     if horizon is None:
         return num_targets
     if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= num_targets:
-        raise ValueError(
+        raise GGRInputError(
             f"`horizon` must be an int in [1, {num_targets}] (the number of target columns), got {horizon!r}."
         )
     return horizon
@@ -88,21 +90,23 @@ def _resolve_horizon(horizon: int | None, targets: torch.Tensor) -> int:
 
 def _check_item_categories(item_categories: torch.Tensor) -> None:
     if not isinstance(item_categories, torch.Tensor):
-        raise ValueError(f"`item_categories` must be a torch.Tensor, got {type(item_categories).__name__}.")
+        raise GGRInputError(
+            f"`item_categories` must be a torch.Tensor, got {type(item_categories).__name__}."
+        )
     if item_categories.dim() != 2:
-        raise ValueError(
+        raise GGRInputError(
             "`item_categories` must be 2-D [num_items + 1, num_categories], got shape "
             f"{tuple(item_categories.shape)}."
         )
     if not (item_categories.dtype == torch.bool or item_categories.is_floating_point()):
-        raise ValueError(
+        raise GGRInputError(
             f"`item_categories` must be a bool or floating multi-hot tensor, got dtype {item_categories.dtype}."
         )
     if item_categories.shape[0] == 0:
-        raise ValueError("`item_categories` must have at least the padding row 0.")
+        raise GGRInputError("`item_categories` must have at least the padding row 0.")
     # Padding ids index row 0; requiring it to be zero lets the gathers skip a per-element mask.
     if bool(item_categories[0].any()):
-        raise ValueError("`item_categories[0]` (the padding row) must be all zero.")
+        raise GGRInputError("`item_categories[0]` (the padding row) must be all zero.")
 
 
 def _check_id_range(name: str, ids: torch.Tensor, num_rows: int) -> None:
@@ -112,7 +116,7 @@ def _check_id_range(name: str, ids: torch.Tensor, num_rows: int) -> None:
         return
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= num_rows:
-        raise ValueError(
+        raise GGRInputError(
             f"`{name}` holds ids in [{lo}, {hi}] but `item_categories` has only {num_rows} rows "
             "(ids must be in [0, num_items])."
         )
@@ -490,11 +494,11 @@ def aggregate(per_user: Mapping[str, torch.Tensor]) -> dict[str, float]:
     new_interest_users: int | None = None
     for key, values in per_user.items():
         if not isinstance(values, torch.Tensor) or values.dim() != 1:
-            raise ValueError(f"`per_user[{key!r}]` must be a 1-D tensor [batch_size].")
+            raise GGRInputError(f"`per_user[{key!r}]` must be a 1-D tensor [batch_size].")
         if num_users is None:
             num_users = values.shape[0]
         elif values.shape[0] != num_users:
-            raise ValueError(
+            raise GGRInputError(
                 f"`per_user[{key!r}]` has {values.shape[0]} users but earlier keys have {num_users}."
             )
         values = values.to(torch.float64)

@@ -38,7 +38,7 @@ from ggr_hf.experiments.plots import (
     plot_accuracy_diversity,
     plot_head_shares,
 )
-from ggr_hf.experiments.runner import Report, run_seeds, slug
+from ggr_hf.experiments.runner import Report, check_seed_folders, run_seeds, slug
 from ggr_hf.experiments.tables import (
     TABLE_METRICS,
     format_mean_std,
@@ -123,9 +123,11 @@ def run_ablation(spec: AblationSpec, output_dir: str | Path, report: Report | No
     start = time.time()
     runs: dict[str, list[dict]] = {}
     popularity = None
-    for variant in spec.variants:
-        if variant.eval_of:
-            continue
+    trained = [v for v in spec.variants if not v.eval_of]
+    for variant in trained:
+        cfg = spec.base.replace(model=variant.model, training={"save_best": False})
+        check_seed_folders(cfg, spec.seeds, output_dir / "runs" / slug(variant.name))
+    for variant in trained:
         cfg = spec.base.replace(model=variant.model, training={"save_best": False})
         exp = prepare_experiment(cfg)
         run_dir = output_dir / "runs" / slug(variant.name)

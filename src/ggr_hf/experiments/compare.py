@@ -16,7 +16,7 @@ from typing import Any
 
 from ggr_hf.experiments.config import ExperimentConfig
 from ggr_hf.experiments.experiment import prepare_experiment
-from ggr_hf.experiments.runner import Report, run_seeds, slug
+from ggr_hf.experiments.runner import Report, check_seed_folders, run_seeds, slug
 from ggr_hf.experiments.tables import (
     TABLE_METRICS,
     format_mean_std,
@@ -24,6 +24,7 @@ from ggr_hf.experiments.tables import (
     mean_std,
     relative_change,
 )
+from ggr_hf.hub.io import write_text_atomic
 from ggr_hf.priors import describe_prior
 
 __all__ = ["describe_priors", "format_table", "run_comparison"]
@@ -62,6 +63,10 @@ def run_comparison(
     results: dict[str, Any] = {"seeds": seeds, "split_ks": split_ks, "variants": list(variants), "runs": {}}
     start = time.time()
     for k in split_ks:
+        for name, overrides in variants.items():
+            vcfg = cfg.replace(data={"split_k": k}, model=overrides)
+            check_seed_folders(vcfg, seeds, output_dir / f"k{k}" / slug(name))
+    for k in split_ks:
         base = cfg.replace(data={"split_k": k})
         runs: dict[str, list[dict]] = {}
         popularity = None
@@ -75,8 +80,8 @@ def run_comparison(
         results["runs"][f"k{k}"] = {"popularity": popularity, "models": runs}
     results["seconds"] = time.time() - start
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(format_table(results, cfg) + "\n")
+    write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(output_dir / "results.md", format_table(results, cfg) + "\n")
     return results
 
 

@@ -4,6 +4,12 @@ The wiring the training loop does not know: the data set comes from the data reg
 from `ggr_hf.priors.builder`, the model from `GGRConfig`; the loop gets the training windows and a
 validation callback; the main process then evaluates on test and writes `results.json`, the
 experiment file and the model card.
+
+The output folder cannot lie about the run (see `ggr_hf.hub.runs`): a run refuses a non-empty
+folder unless `training.overwrite_output_dir` (`--overwrite`: the earlier run's files are removed
+first) or `training.resume_from_checkpoint` (`--resume`) is set; it marks the folder as started
+before training, and publishes `results.json`, `best/ggr_experiment.json` and the card followed, last,
+by the completeness marker `run_complete.json` once it completes.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,24 +32,35 @@ from ggr_hf.data.collator import TrainingWindows
 from ggr_hf.data.registry import load_dataset_bundle
 from ggr_hf.data.schema import RecDataBundle
 from ggr_hf.data.splits import SplitData, temporal_split
+from ggr_hf.errors import GGRConfigError, GGRInputError
 from ggr_hf.evaluation.evaluator import evaluate_model, evaluate_popularity
 from ggr_hf.experiments.config import DataArguments, ExperimentConfig
 from ggr_hf.hub.card import build_model_card
+from ggr_hf.hub.io import model_files, write_text_atomic
+from ggr_hf.hub.runs import RUN_COMPLETE_NAME, RUN_STARTED_NAME, finish_run, start_run
 from ggr_hf.modeling_ggr import GGRForRecommendation
 from ggr_hf.priors.builder import BuiltPriors, apply_priors, build_priors, item_category_matrix
 from ggr_hf.training.arguments import GGRTrainingArguments
-from ggr_hf.training.loop import TrainResult, build_accelerator, train
+from ggr_hf.training.checkpoints import CHECKPOINT_DIR
+from ggr_hf.training.loop import EVAL_LOG_NAME, TrainResult, build_accelerator, train
 
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = "ggr_experiment.json"
 RESULTS_FILE = "results.json"
+BEST_DIR = "best"
+# What a run writes into its output folder, removed by `--overwrite` before a new run starts (the
+# completeness marker first); `.best.tmp-*` are the staging folders of a save that was killed.
+RUN_OUTPUTS = (RUN_COMPLETE_NAME, BEST_DIR, RESULTS_FILE, EVAL_LOG_NAME, CHECKPOINT_DIR, RUN_STARTED_NAME)
 
 __all__ = [
+    "BEST_DIR",
     "EXPERIMENT_FILE",
     "Experiment",
     "ExperimentRun",
+    "begin_run",
     "build_model",
+    "check_output_dir",
     "launch_experiment",
     "load_data",
     "prepare_experiment",
@@ -101,7 +120,9 @@ class ExperimentRun:
 def load_data(args: DataArguments) -> RecDataBundle:
     """Opens the data set named by `args.dataset` through the data registry; `max_users` keeps the
     first users only."""
-    options = args.synthetic if args.dataset == "synthetic" else {}
+    options = dict(args.synthetic) if args.dataset == "synthetic" else {}
+    if args.timestamp_unit is not None:
+        options["timestamp_unit"] = args.timestamp_unit
     bundle = load_dataset_bundle(args.dataset, args.path, **options)
     if args.max_users:
         kept = bundle.sequences.select(range(min(args.max_users, len(bundle.sequences))))
@@ -123,7 +144,26 @@ def prepare_experiment(cfg: ExperimentConfig, bundle: RecDataBundle | None = Non
         bundle = dataclasses.replace(bundle, items=items.add_column(name, column))
     config = GGRConfig(num_items=bundle.num_items, **{**cfg.model, "priors": priors.specs})
     cats = item_category_matrix(bundle, cfg.data.category_field) if cfg.data.category_field else None
-    return Experiment(bundle, split, priors, cats, config)
+    exp = Experiment(bundle, split, priors, cats, config)
+    _check_selection_metric_on_data(exp, cfg.training.selection_metric)
+    return exp
+
+
+def _check_selection_metric_on_data(exp: Experiment, metric: str) -> None:
+    """The config reader checks the metric name against the evaluator; some metrics also depend on
+    the data (event types, a cutoff larger than the catalogue). Asked of the evaluator on one
+    validation user, so a run never trains an epoch only to miss its selection metric."""
+    if len(exp.split.validation) == 0:
+        return
+    computed = evaluate_popularity(
+        exp.split.item_popularity(), exp.split.validation.subset(1), item_categories=exp.item_categories
+    )
+    if metric not in computed:
+        names = sorted(k for k, v in computed.items() if isinstance(v, (int, float)))
+        raise GGRConfigError(
+            f"training.selection_metric {metric!r} is not computed on the data set {exp.bundle.name!r} "
+            f"({exp.bundle.num_items} items, event types: {bool(exp.bundle.event_names)}); choose one of {names}"
+        )
 
 
 def build_model(exp: Experiment, seed: int | None = None) -> GGRForRecommendation:
@@ -156,6 +196,57 @@ def train_model(
     )
 
 
+def check_output_dir(args: GGRTrainingArguments) -> None:
+    """Refuses an output folder a run would mix its files into; reads only (every process may call it).
+
+    A new run needs `args.output_dir` missing or empty, unless `overwrite_output_dir` (the earlier
+    run's files are removed by [`begin_run`]) or `resume_from_checkpoint` (the run continues there).
+
+    Raises:
+        `GGRInputError`: the folder is a file, or is not empty (naming it, what it holds and the flags).
+    """
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise GGRInputError(
+            f"training.output_dir {out} is a file, not a folder: pass a folder (--output-dir) for the run"
+        )
+    if args.overwrite_output_dir or args.resume_from_checkpoint or not out.is_dir():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise GGRInputError(
+            f"training.output_dir {out} is not empty (it holds {shown}): pass --overwrite "
+            "(training.overwrite_output_dir: true) to replace the earlier run, --resume "
+            "(training.resume_from_checkpoint) to continue it, or choose another folder"
+        )
+
+
+def _remove_run_outputs(out: Path) -> None:
+    """Removes an earlier run's files from `out`: the completeness marker first (from then on the
+    folder reads as unfinished), then the rest, each moved by one rename into a hidden folder that
+    is deleted last, so a crash leaves no mixture that looks finished."""
+    (out / RUN_COMPLETE_NAME).unlink(missing_ok=True)
+    trash = Path(tempfile.mkdtemp(prefix=".ggr-old-run-", dir=out))
+    for path in [*(out / name for name in RUN_OUTPUTS), *out.glob(f".{BEST_DIR}.tmp-*")]:
+        if path.exists() or path.is_symlink():
+            path.rename(trash / path.name)
+    shutil.rmtree(trash)
+    left = sorted(p.name for p in out.iterdir())
+    if left:
+        logger.info("--overwrite kept files a run does not write in %s: %s", out, left)
+
+
+def begin_run(args: GGRTrainingArguments) -> None:
+    """Prepares `args.output_dir` for a run (on the main process only, after [`check_output_dir`]):
+    with `overwrite_output_dir` the earlier run's files are removed, then the folder is marked as
+    holding a run in progress (`run_started.json`; a resumed run loses its completeness marker)."""
+    out = Path(args.output_dir)
+    if args.overwrite_output_dir and out.is_dir():
+        _remove_run_outputs(out)
+    start_run(out)
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     exp: Experiment | None = None,
@@ -185,6 +276,12 @@ def run_experiment_with_model(
     """`run_experiment`, also returning the trained model (for further evaluations)."""
     # Created here, not in `train`, so that under a launcher only the main process writes below.
     accelerator = accelerator or build_accelerator(cfg.training)
+    # Every process checks the folder before the main one writes to it.
+    check_output_dir(cfg.training)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        begin_run(cfg.training)
+    accelerator.wait_for_everyone()
     exp = exp or prepare_experiment(cfg)
     model = build_model(exp, seed=cfg.training.seed)
     trained = train_model(model, exp, cfg.training, accelerator=accelerator)
@@ -209,19 +306,23 @@ def run_experiment_with_model(
 
 
 def write_run_outputs(cfg: ExperimentConfig, out: dict[str, Any]) -> None:
-    """`results.json` in the output folder; beside the best model the experiment file (what
-    `ggr-hf evaluate` / `recommend` need to find the data again) and, with test metrics, the card."""
+    """Publishes the run: `results.json` in the output folder; beside the best model the experiment
+    file (what `ggr-hf evaluate` / `recommend` need to find the data again) and, with test metrics,
+    the card; then, last, `run_complete.json` with the hashes of the model's files, the experiment
+    file and `results.json`. Metric and experiment files are written to a temporary name and moved."""
     out_dir = Path(cfg.training.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
-    best = out_dir / "best"
-    if not (cfg.training.save_best and best.is_dir()):
-        return
-    (best / EXPERIMENT_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
-    if "test" in out:
-        metrics = {k: v for k, v in out["test"].items() if k != "head_share@10"}
-        metrics.update(split="test", split_k=cfg.data.split_k)
-        build_model_card(best, metrics=metrics, training_args=cfg.to_dict(), dataset_name=cfg.data.dataset)
+    published = [write_text_atomic(out_dir / RESULTS_FILE, json.dumps(out, indent=2))]
+    best = out_dir / BEST_DIR
+    if cfg.training.save_best and best.is_dir():
+        published.append(write_text_atomic(best / EXPERIMENT_FILE, json.dumps(cfg.to_dict(), indent=2)))
+        published.extend(model_files(best))
+        if "test" in out:
+            metrics = {k: v for k, v in out["test"].items() if k != "head_share@10"}
+            metrics.update(split="test", split_k=cfg.data.split_k)
+            build_model_card(
+                best, metrics=metrics, training_args=cfg.to_dict(), dataset_name=cfg.data.dataset
+            )
+    finish_run(out_dir, published)
 
 
 def launch_experiment(cfg: ExperimentConfig, test: bool = True) -> tuple[dict[str, Any], bool]:
@@ -234,6 +335,8 @@ def launch_experiment(cfg: ExperimentConfig, test: bool = True) -> tuple[dict[st
         `tuple[dict, bool]`: `run_experiment`'s result (the same on every process) and whether this
         process is the main one (the one that should print).
     """
+    # Before the data is loaded: a folder the run may not write to is reported at once.
+    check_output_dir(cfg.training)
     accelerator = build_accelerator(cfg.training)
     logger.info(
         "%d process(es), %s, %d windows per process and step",

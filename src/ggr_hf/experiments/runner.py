@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ggr_hf.experiments.config import ExperimentConfig
-from ggr_hf.experiments.experiment import Experiment, ExperimentRun, run_experiment_with_model
+from ggr_hf.experiments.experiment import (
+    Experiment,
+    ExperimentRun,
+    check_output_dir,
+    run_experiment_with_model,
+)
 
-__all__ = ["SeedRun", "run_seeds", "slug"]
+__all__ = ["SeedRun", "check_seed_folders", "run_seeds", "slug"]
 
 Report = Callable[[str], None]
 
@@ -29,6 +34,22 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
+def _seed_configs(
+    cfg: ExperimentConfig, seeds: list[int], output_dir: str | Path
+) -> list[tuple[int, ExperimentConfig]]:
+    return [
+        (seed, cfg.replace(training={"seed": seed, "output_dir": str(Path(output_dir) / f"seed{seed}")}))
+        for seed in seeds
+    ]
+
+
+def check_seed_folders(cfg: ExperimentConfig, seeds: list[int], output_dir: str | Path) -> None:
+    """Checks every seed's run folder before anything trains (see [`check_output_dir`]): a recipe
+    of many variants refuses an occupied folder at once, not after training the variants before it."""
+    for _, scfg in _seed_configs(cfg, seeds, output_dir):
+        check_output_dir(scfg.training)
+
+
 def run_seeds(
     cfg: ExperimentConfig,
     exp: Experiment,
@@ -42,6 +63,10 @@ def run_seeds(
     evaluates it on test; yields each run as it ends (so the caller may evaluate the model further
     before the next one is trained).
 
+    Every seed's folder is checked before the first one trains: a folder holding an earlier run is
+    refused unless `cfg.training.overwrite_output_dir` (`--set training.overwrite_output_dir=true`)
+    or `resume_from_checkpoint`.
+
     Args:
         cfg: the experiment; `training.seed` and `training.output_dir` are set per run.
         exp: the data, split and priors, shared by the seeds.
@@ -49,10 +74,13 @@ def run_seeds(
         output_dir: parent of the runs' folders.
         label: names the runs in the report lines.
         report: called with one line per finished run (its test Recall@10 and NDCG@10), e.g. `print`.
+
+    Raises:
+        `GGRInputError`: a seed's folder is not empty (see [`check_output_dir`]).
     """
-    for seed in seeds:
-        run_dir = Path(output_dir) / f"seed{seed}"
-        scfg = cfg.replace(training={"seed": seed, "output_dir": str(run_dir)})
+    configs = _seed_configs(cfg, seeds, output_dir)
+    check_seed_folders(cfg, seeds, output_dir)
+    for seed, scfg in configs:
         start = time.time()
         run = run_experiment_with_model(scfg, exp=exp)
         seconds = time.time() - start

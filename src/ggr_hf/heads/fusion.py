@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ggr_hf.errors import GGRInputError
+
 
 def fuse_scores(
     queries: torch.Tensor,
@@ -45,7 +47,7 @@ def fuse_scores(
         total = torch.zeros((bsz, num_rows), dtype=queries.dtype, device=queries.device)
         count = torch.zeros((bsz, num_rows), dtype=queries.dtype, device=queries.device)
     elif fusion != "max":
-        raise ValueError(f"fusion must be 'max' or 'mean', got {fusion!r}")
+        raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
 
     for k in range(num_heads):
         items = head_items[k]

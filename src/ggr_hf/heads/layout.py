@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ggr_hf.errors import GGRConfigError
 from ggr_hf.priors import Prior, PriorContext, make_prior
 
 
@@ -108,7 +109,7 @@ def build_head_layout(priors: list[dict], composition: str) -> HeadLayout:
     """
     for i, p in enumerate(priors):
         if not p.get("values"):
-            raise ValueError(
+            raise GGRConfigError(
                 f"GGRConfig.priors[{i}] ('{p.get('name')}') has no values; build the priors from data "
                 "with ggr_hf.priors.builder.build_priors before building the model"
             )

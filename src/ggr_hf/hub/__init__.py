@@ -6,6 +6,7 @@
 | `ggr_hf.hub.card` | model cards rendered from a saved folder and the results passed in |
 | `ggr_hf.hub.loading` | `load_ggr`, `load_heads_into`, `save_heads`, `save_model` |
 | `ggr_hf.hub.push` | `push_model_to_hub` |
+| `ggr_hf.hub.runs` | run folders: the started and completeness markers a training run writes, `run_status` |
 
 The heads-only configuration, [`GGRHeadsConfig`], lives in `ggr_hf.configuration_heads` beside
 `GGRConfig`. Nothing here imports `ggr_hf.modeling_ggr`, which imports this package.

@@ -34,6 +34,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ggr_hf import __version__
 from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.configuration_heads import HEADS_MODEL_TYPE, GGRHeadsConfig
+from ggr_hf.errors import GGRInputError
 from ggr_hf.heads.layout import build_head_layout
 from ggr_hf.hub.io import CARD_NAME, read_config_dict, tensor_shapes
 
@@ -100,9 +101,9 @@ def load_metrics(
         try:
             source = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err})") from err
+            raise GGRInputError(f"{path} is not valid JSON ({err})") from err
         if not isinstance(source, dict):
-            raise ValueError(f"{path} must hold a JSON object of metrics")
+            raise GGRInputError(f"{path} must hold a JSON object of metrics")
     split = source.get("split") if isinstance(source.get("split"), str) else None
     dataset = source.get("dataset") if isinstance(source.get("dataset"), str) else None
     for name in ("test", "validation", "eval"):
@@ -131,9 +132,9 @@ def load_training_args(source: dict[str, Any] | str | os.PathLike | None) -> dic
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path} is not valid {path.suffix.lstrip('.').upper()} ({err})") from err
+        raise GGRInputError(f"{path} is not valid {path.suffix.lstrip('.').upper()} ({err})") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of training settings")
+        raise GGRInputError(f"{path} must hold a mapping of training settings")
     return data
 
 
@@ -263,7 +264,7 @@ class GGRCardData:
             settings = config.settings
             base_model = base_model or config.base_model_name_or_path or default_base_model
         else:
-            raise ValueError(
+            raise GGRInputError(
                 f"{model_dir} holds a {model_type!r} model; cards are written for GGR models and heads"
             )
 
@@ -534,7 +535,7 @@ def _figure_files(figures: dict[str, str | os.PathLike]) -> list[tuple[str, str]
     seen: dict[str, str] = {}
     for caption, name in names:
         if name in seen:
-            raise ValueError(f"figures {seen[name]!r} and {caption!r} have the same file name {name!r}")
+            raise GGRInputError(f"figures {seen[name]!r} and {caption!r} have the same file name {name!r}")
         seen[name] = caption
     return names
 

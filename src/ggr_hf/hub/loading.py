@@ -24,7 +24,12 @@ A path that is an existing folder is read as the repo; anything else is a Hub re
 
 Nothing loads silently with random weights: missing or unexpected keys are errors unless the caller
 passes `strict=False`, and heads put on a backbone with another item vocabulary, hidden size or
-backbone type raise a `ValueError` naming both values.
+backbone type raise a `ValueError` naming both values. Only safetensors are read: a folder holding
+only a pickled `pytorch_model.bin` is a [`GGRModelFolderError`] that says how to convert it, and
+transformers' own fallback to pickles is off (`use_safetensors=True`). A `config.json` whose shapes
+disagree with the weights (an edited `num_items` or `hidden_size`) is an error naming the config
+values, the tensor, its shape and its file. The model of a training run that did not finish loads
+with a [`GGRIncompleteRunWarning`] (see `ggr_hf.hub.runs`).
 
 This module never imports `ggr_hf.modeling_ggr` (which imports it): the GGR model class comes from
 the caller (`model_class`) or from transformers' `AutoModel` mapping of [`GGRConfig`].
@@ -46,6 +51,7 @@ from transformers import PreTrainedModel
 from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.configuration_heads import HEADS_MODEL_TYPE, GGRHeadsConfig, embedding_sha256, ggr_setting_names
 from ggr_hf.configuration_utils import backbone_fields
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError, GGRModelFolderError
 from ggr_hf.hub.card import build_model_card
 from ggr_hf.hub.io import (
     CARD_NAME,
@@ -57,7 +63,9 @@ from ggr_hf.hub.io import (
     read_safetensors,
     resolve_repo,
     staging_dir,
+    tensor_files,
 )
+from ggr_hf.hub.runs import warn_if_incomplete
 
 if TYPE_CHECKING:
     import torch
@@ -166,7 +174,7 @@ def save_heads(
     if (target / CONFIG_NAME).is_file():
         existing = read_config_dict(target).get("model_type")
         if existing != HEADS_MODEL_TYPE:
-            raise ValueError(
+            raise GGRInputError(
                 f"{target} holds a {existing!r} model, not a heads artifact; save the heads to another folder"
             )
     base = base_model_name_or_path or default_base(model)
@@ -213,7 +221,7 @@ def save_model(
     """
     target = Path(save_directory)
     if (target / CONFIG_NAME).is_file() and read_config_dict(target).get("model_type") == HEADS_MODEL_TYPE:
-        raise ValueError(f"{target} holds a heads artifact; save the full model to another folder")
+        raise GGRInputError(f"{target} holds a heads artifact; save the full model to another folder")
     staging = staging_dir(target)
     try:
         model.save_pretrained(staging, **save_kwargs)
@@ -236,16 +244,66 @@ def save_model(
 # ---------------------------------------------------------------------------------------------- load
 
 
+# Config fields that set tensor shapes, named when a config disagrees with its weights.
+_SHAPE_FIELDS = ("num_items", "hidden_size", "max_seq_len", "num_layers")
+
+
+def _shape_fields(config_dict: dict[str, Any]) -> str:
+    """`num_items=12, hidden_size=8, ...` from a config dict (a GGR config's backbone sub-config too)."""
+    fields = {**(config_dict.get("backbone_config") or {}), **config_dict}
+    return ", ".join(f"{name}={fields[name]}" for name in _SHAPE_FIELDS if name in fields)
+
+
+def check_config_matches_weights(
+    folder: Path, build: Callable[[], nn.Module], config_dict: dict[str, Any]
+) -> None:
+    """Compares the tensor shapes of the model `build` makes from the folder's config (built on the
+    meta device: no memory, no initialisation) with the shapes in the folder's safetensors headers.
+
+    Raises:
+        `GGRModelFolderError`: naming `config.json`'s shape fields, the first disagreeing tensor, its
+            shape in the file and in the config, and the file.
+    """
+    import torch
+
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in build().state_dict().items()}
+    found = tensor_files(folder)
+    mismatched = [
+        (key, path, tuple(shape), expected[key])
+        for key, (path, shape) in sorted(found.items())
+        if key in expected and tuple(shape) != expected[key]
+    ]
+    if mismatched:
+        key, path, shape, want = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
+        raise GGRModelFolderError(
+            f"{folder / CONFIG_NAME} ({_shape_fields(config_dict)}) does not match its weights: {path} "
+            f"holds {key} of shape {shape}, the config gives {want}{more}; restore the {CONFIG_NAME} "
+            "saved with these weights (or the weights saved with this config)"
+        )
+
+
 def _checked(
     load: Callable[..., tuple[PreTrainedModel, dict[str, Any]]],
     what: str,
     folder: Path,
     strict: bool,
+    build: Callable[[], nn.Module],
+    config_dict: dict[str, Any],
     **kwargs,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """Loads with transformers' `from_pretrained` (`load`), with missing, unexpected and mismatched
-    keys made errors under `strict`."""
+    """Loads with transformers' `from_pretrained` (`load`) from safetensors only, after checking the
+    config against the weights' shapes (`build` makes the model from the config), with missing,
+    unexpected and mismatched keys made errors under `strict`."""
     check_model_weights(folder)
+    if kwargs.get("use_safetensors", True) is not True:
+        raise GGRInputError(
+            f"use_safetensors={kwargs['use_safetensors']!r}: ggr-hf loads safetensors only (a pickle can "
+            "run code); leave use_safetensors unset"
+        )
+    kwargs["use_safetensors"] = True
+    check_config_matches_weights(folder, build, config_dict)
     model, info = load(str(folder), output_loading_info=True, **kwargs)
     problems = {
         name: sorted(str(k) for k in info.get(name, ()))
@@ -254,7 +312,7 @@ def _checked(
     }
     if strict and problems:
         details = "; ".join(f"{name}: {keys}" for name, keys in problems.items())
-        raise ValueError(
+        raise GGRModelFolderError(
             f"{folder} does not match {what} ({details}). Nothing was loaded with random "
             "weights; pass strict=False to accept initialised values for missing keys."
         )
@@ -301,10 +359,15 @@ def load_ggr(
             `device_map`, `config`) goes to transformers' `from_pretrained`.
 
     Raises:
-        `ValueError`: a heads/backbone mismatch, missing or unexpected keys under `strict`, a heads
-            artifact without a base, a folder of an unknown model type.
-        `FileNotFoundError`: no `config.json`, or no weights.
+        `ValueError` ([`GGRModelFolderError`], [`GGRInputError`]): a heads/backbone mismatch, missing
+            or unexpected keys under `strict`, a heads artifact without a base, a folder of an unknown
+            model type, only pickled weights, a config whose shapes disagree with its weights.
+        `GGRFileNotFoundError`: a local path that does not exist, a heads folder whose base is gone
+            (both named), no `config.json`, or no weights.
         `OSError`: a truncated or corrupted safetensors file (named).
+
+    Warns:
+        [`GGRIncompleteRunWarning`]: the model of a training run that did not finish.
     """
     model_class = model_class or ggr_model_class()
     if model_args:
@@ -314,7 +377,7 @@ def load_ggr(
 
     if isinstance(pretrained_model_name_or_path, nn.Module):
         if heads is None:
-            raise ValueError("pass heads=... to put heads on a model object")
+            raise GGRInputError("pass heads=... to put heads on a model object")
         if heads_revision is not None:
             hub_kwargs["revision"] = heads_revision
         model = load_heads_into(
@@ -330,17 +393,18 @@ def load_ggr(
     folder = resolve_repo(pretrained_model_name_or_path, **hub_kwargs)
     config_dict = read_config_dict(folder)
     model_type = config_dict.get("model_type")
+    warn_if_incomplete(folder)
 
     if model_type == HEADS_MODEL_TYPE:
         if heads is not None:
-            raise ValueError(
+            raise GGRInputError(
                 f"{pretrained_model_name_or_path} is a heads artifact; pass the backbone first and the "
                 f"heads as heads=..., e.g. from_pretrained(backbone, heads={str(pretrained_model_name_or_path)!r})"
             )
         heads_config = GGRHeadsConfig.from_dict(config_dict)
         base = heads_config.base_model_name_or_path
         if not base:
-            raise ValueError(
+            raise GGRModelFolderError(
                 f"the heads artifact {pretrained_model_name_or_path} records no base_model_name_or_path; "
                 "pass the backbone explicitly: from_pretrained(backbone, heads=...)"
             )
@@ -349,36 +413,57 @@ def load_ggr(
         base_hub = {k: v for k, v in hub_kwargs.items() if k != "revision"}
         if heads_config.base_model_revision:
             base_hub["revision"] = heads_config.base_model_revision
-        return load_ggr(
-            base,
+        try:
+            base_folder = resolve_repo(base, **base_hub)
+        except GGRFileNotFoundError as err:
+            raise GGRFileNotFoundError(
+                f"the heads folder {pretrained_model_name_or_path} needs its base model {base!r} "
+                f"(base_model_name_or_path in {folder / CONFIG_NAME}), which cannot be found: {err}. "
+                "Pass the backbone explicitly, from_pretrained(backbone, "
+                f"heads={os.fspath(pretrained_model_name_or_path)!r}), or fix base_model_name_or_path"
+            ) from err
+        loaded = load_ggr(
+            base_folder,
             heads=folder,
             strict=strict,
             model_class=model_class,
             item_ids=item_ids,
             output_loading_info=output_loading_info,
-            **base_hub,
             **kwargs,
         )
+        # The base as recorded (a Hub id stays an id), not the snapshot folder it resolved to.
+        (loaded[0] if output_loading_info else loaded)._ggr_base_model_name_or_path = base
+        return loaded
 
     if model_type == GGR_MODEL_TYPE:
         # transformers' own classmethod, not `model_class.from_pretrained`: that override is what
         # calls this function.
         load = PreTrainedModel.from_pretrained.__func__.__get__(model_class)
-        model, info = _checked(load, model_class.__name__, folder, strict, **kwargs)
+        config = kwargs.get("config") or model_class.config_class.from_dict(config_dict)
+        model, info = _checked(
+            load, model_class.__name__, folder, strict, lambda: model_class(config), config_dict, **kwargs
+        )
     elif is_backbone_type(model_type):
         if heads is None:
-            raise ValueError(
+            raise GGRInputError(
                 f"{pretrained_model_name_or_path} is a {model_type!r} backbone, not a GGR model: pass "
                 "heads=... to put heads on it, or load it with transformers.AutoModel.from_pretrained"
             )
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
         kwargs.pop("config", None)  # a GGR config passed by an Auto class does not describe a backbone
+        backbone_config = AutoConfig.from_pretrained(str(folder))
         model, info = _checked(
-            AutoModel.from_pretrained, f"its {model_type!r} backbone", folder, strict, **kwargs
+            AutoModel.from_pretrained,
+            f"its {model_type!r} backbone",
+            folder,
+            strict,
+            lambda: AutoModel.from_config(backbone_config),
+            config_dict,
+            **kwargs,
         )
     else:
-        raise ValueError(
+        raise GGRModelFolderError(
             f"{folder / CONFIG_NAME} has model_type {model_type!r}; expected {GGR_MODEL_TYPE!r}, "
             f"{HEADS_MODEL_TYPE!r} or a backbone registered with transformers' AutoConfig"
         )
@@ -434,7 +519,7 @@ def load_heads_into(
     folder = resolve_repo(heads_path_or_id, **hub_kwargs)
     config_dict = read_config_dict(folder)
     if config_dict.get("model_type") != HEADS_MODEL_TYPE:
-        raise ValueError(
+        raise GGRInputError(
             f"{heads_path_or_id} is not a heads artifact (model_type {config_dict.get('model_type')!r}, "
             f"expected {HEADS_MODEL_TYPE!r})"
         )
@@ -463,7 +548,7 @@ def load_heads_into(
     state = read_safetensors(folder / WEIGHTS_NAME)
     leaked = sorted(k for k in state if k.startswith(BACKBONE_PREFIX))
     if leaked:
-        raise ValueError(
+        raise GGRModelFolderError(
             f"{folder / WEIGHTS_NAME} holds backbone keys {leaked[:5]}...; it is not a heads artifact"
         )
 
@@ -492,9 +577,9 @@ def load_heads_into(
         if tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     if mismatched:
-        raise ValueError(f"{folder / WEIGHTS_NAME}: shapes do not match the model: {mismatched}")
+        raise GGRModelFolderError(f"{folder / WEIGHTS_NAME}: shapes do not match the model: {mismatched}")
     if strict and (missing or unexpected):
-        raise ValueError(
+        raise GGRModelFolderError(
             f"{folder / WEIGHTS_NAME} does not match the heads of its config: missing keys {missing}, "
             f"unexpected keys {unexpected}. Pass strict=False to keep initial values for missing keys."
         )

@@ -27,6 +27,7 @@ from huggingface_hub.errors import (
 
 from ggr_hf import __version__
 from ggr_hf.configuration_heads import HEADS_MODEL_TYPE, GGRHeadsConfig
+from ggr_hf.errors import GGRInputError
 from ggr_hf.hub.card import render_model_card
 from ggr_hf.hub.io import (
     CARD_NAME,
@@ -138,7 +139,7 @@ def push_model_to_hub(
         if source_type == HEADS_MODEL_TYPE:
             heads_only = True
         elif source_type != GGR_MODEL_TYPE:
-            raise ValueError(f"{source} holds a {source_type!r} model; push a GGR model or heads folder")
+            raise GGRInputError(f"{source} holds a {source_type!r} model; push a GGR model or heads folder")
         elif heads_only:  # the heads of a full folder: loaded, then saved like a model object
             model_object, source = load_ggr(source), None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ggr_hf.errors import GGRConfigError
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
@@ -58,7 +60,7 @@ def backbone_config_class(model_type: str) -> type[PretrainedConfig]:
     try:
         return CONFIG_MAPPING[model_type]
     except KeyError:
-        raise ValueError(
+        raise GGRConfigError(
             f"GGRConfig.backbone_type {model_type!r} is not a model type known to transformers' AutoConfig; "
             f"ggr-hf ships {list(SHIPPED_BACKBONES)}; register your own backbone with "
             "AutoConfig.register(model_type, Config) and AutoModel.register(Config, Model)"
@@ -80,12 +82,12 @@ def build_backbone(config: PretrainedConfig) -> GGRBackboneModel:
     try:
         model = AutoModel.from_config(config)
     except ValueError as err:
-        raise ValueError(
+        raise GGRConfigError(
             f"no backbone model registered for model_type {config.model_type!r}: {err}. "
             "Register it with AutoModel.register(Config, Model)"
         ) from None
     if not isinstance(model, GGRBackboneModel):
-        raise ValueError(
+        raise GGRConfigError(
             f"AutoModel built {type(model).__name__} for backbone_type {config.model_type!r}, which does "
             "not implement the ggr-hf backbone contract: subclass ggr_hf.models.backbone.GGRBackboneModel"
         )

@@ -40,6 +40,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ggr_hf.errors import GGRInputError
+
 
 @dataclass
 class GGRBackboneOutput(ModelOutput):
@@ -110,7 +112,7 @@ class GGRBackboneModel(PreTrainedModel):
         """
         seq_len = input_ids.shape[1]
         if seq_len > self.config.max_seq_len:
-            raise ValueError(
+            raise GGRInputError(
                 f"input_ids has {seq_len} positions but {type(self.config).__name__}.max_seq_len is "
                 f"{self.config.max_seq_len}; keep the most recent max_seq_len items"
             )

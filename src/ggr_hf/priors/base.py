@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from ggr_hf.errors import GGRConfigError, GGRInputError
+
 if TYPE_CHECKING:
     from ggr_hf.data.schema import RecDataBundle
     from ggr_hf.data.splits import SplitData
@@ -67,7 +69,7 @@ class PriorContext:
     def user_group(self, prior_index: int) -> torch.Tensor:
         """`torch.LongTensor [batch_size]`: each user's group in the per-user prior `prior_index`."""
         if self.user_groups is None:
-            raise ValueError("this model has a user prior: pass user_groups (batch_size, num_user_priors)")
+            raise GGRInputError("this model has a user prior: pass user_groups (batch_size, num_user_priors)")
         return self.user_groups[:, self.user_columns[prior_index]]
 
 
@@ -165,7 +167,7 @@ class Prior:
                 interactions (they must read nothing from validation or test).
         """
         if not self.values:
-            raise ValueError(f"{self.label}: a {self.type} prior needs 'values'")
+            raise GGRConfigError(f"{self.label}: a {self.type} prior needs 'values'")
         return ResolvedPrior(spec=copy.deepcopy(self.spec))
 
     # ------------------------------------------------------------------ the model
@@ -207,7 +209,7 @@ def register_prior(prior_class: type[Prior]) -> type[Prior]:
     if not isinstance(prior_class, type) or not issubclass(prior_class, Prior):
         raise TypeError(f"register_prior expects a Prior subclass, got {prior_class!r}")
     if not prior_class.type or not isinstance(prior_class.type, str):
-        raise ValueError(f"{prior_class.__name__}.type must be a non-empty string")
+        raise GGRConfigError(f"{prior_class.__name__}.type must be a non-empty string")
     _REGISTRY[prior_class.type] = prior_class
     return prior_class
 
@@ -220,7 +222,7 @@ def prior_types() -> list[str]:
 def get_prior_class(prior_type: str) -> type[Prior]:
     """The class registered for `prior_type` (`ValueError` naming the known types otherwise)."""
     if prior_type not in _REGISTRY:
-        raise ValueError(f"unknown type {prior_type!r}; expected one of {prior_types()}")
+        raise GGRConfigError(f"unknown type {prior_type!r}; expected one of {prior_types()}")
     return _REGISTRY[prior_type]
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ggr_hf.errors import GGRConfigError
 from ggr_hf.priors.base import as_value_list, make_prior
 from ggr_hf.priors.spec import normalize_prior_specs
 
@@ -80,7 +81,7 @@ def apply_priors(model, built: BuiltPriors) -> None:
 def item_category_matrix(bundle: RecDataBundle, field_name: str) -> torch.Tensor:
     """Multi-hot `FloatTensor [num_items + 1, C]` of an item column, for entropy and new-interest metrics."""
     if field_name not in bundle.items.column_names:
-        raise ValueError(
+        raise GGRConfigError(
             f"the item table has no column '{field_name}' (columns: {bundle.items.column_names})"
         )
     raw = [[str(v) for v in as_value_list(x)] for x in bundle.items[field_name]]

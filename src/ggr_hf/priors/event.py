@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ggr_hf.errors import GGRConfigError, GGRDataError, GGRInputError
 from ggr_hf.priors.base import Prior, PriorContext, ResolvedPrior, register_prior, value_equals
 
 if TYPE_CHECKING:
@@ -32,18 +33,18 @@ class EventPrior(Prior):
 
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         if not bundle.event_names:
-            raise ValueError(f"{self.label}: the data set '{bundle.name}' has no event types")
+            raise GGRDataError(f"{self.label}: the data set '{bundle.name}' has no event types")
         spec = copy.deepcopy(self.spec)
         spec.setdefault("values", list(bundle.event_names))
         if list(spec["values"]) != list(bundle.event_names):
-            raise ValueError(
+            raise GGRConfigError(
                 f"{self.label}: values {spec['values']} differ from the data set's event types {bundle.event_names}"
             )
         return ResolvedPrior(spec)
 
     def pair_mask(self, head_value: torch.Tensor, context: PriorContext) -> torch.Tensor:
         if context.target_event_ids is None:
-            raise ValueError("this model has an event prior: pass target_event_ids")
+            raise GGRInputError("this model has an event prior: pass target_event_ids")
         return value_equals(head_value, context.target_event_ids)  # [B, T, P, H]
 
     def active_heads(self, head_value: torch.Tensor, context: PriorContext) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ggr_hf.errors import GGRInputError
 from ggr_hf.priors.base import Prior, ResolvedPrior, membership_matrix, register_prior
 from ggr_hf.priors.item import check_missing_rule
 
@@ -103,7 +104,7 @@ class GraphPrior(Prior):
 
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         if split is None:
-            raise ValueError(f"{self.label}: a graph prior needs the training split")
+            raise GGRInputError(f"{self.label}: a graph prior needs the training split")
         edges, weights = item_cooccurrence_edges(
             split.train_items, bundle.num_items, min_weight=int(self.spec.get("min_weight", 1))
         )

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ggr_hf.errors import GGRConfigError, GGRDataError
 from ggr_hf.priors.base import Prior, ResolvedPrior, as_value_list, membership_matrix, register_prior
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def resolve_groups(
             if mapping is not None:
                 key = str(v)
                 if key not in mapping:
-                    raise ValueError(
+                    raise GGRDataError(
                         f"{prior.label}: value {key!r} of {table_name} column '{spec['field']}' "
                         "is not in the prior's mapping table"
                     )
@@ -60,12 +61,12 @@ def resolve_groups(
     else:
         unknown = [g for g in found if g not in values]
         if unknown:
-            raise ValueError(f"{prior.label}: groups {unknown[:5]} are not in the prior's values")
+            raise GGRDataError(f"{prior.label}: groups {unknown[:5]} are not in the prior's values")
     fallback = 0
     empty_rows = [r for r, gs in enumerate(groups_per_row) if not gs]
     if empty_rows:
         if spec.get("missing", "error") == "error":
-            raise ValueError(
+            raise GGRDataError(
                 f"{prior.label}: {len(empty_rows)} {table_name} rows have no value in column "
                 f"'{spec['field']}' (first: row {empty_rows[0]}); set missing: other to group them"
             )
@@ -97,7 +98,7 @@ class ItemPrior(Prior):
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         column = self.spec["field"]
         if column not in bundle.items.column_names:
-            raise ValueError(
+            raise GGRConfigError(
                 f"{self.label}: the item table has no column '{column}' (columns: {bundle.items.column_names})"
             )
         raw = [as_value_list(v) for v in bundle.items[column]]

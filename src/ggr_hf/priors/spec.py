@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ggr_hf.errors import GGRConfigError
 from ggr_hf.priors.base import COMMON_FIELDS, get_prior_class
 
 
@@ -38,18 +39,18 @@ def normalize_prior_specs(priors: list[dict[str, Any]] | None) -> list[dict[str,
     if priors is None:
         return []
     if not isinstance(priors, (list, tuple)):
-        raise ValueError(f"GGRConfig.priors must be a list of dicts, got {type(priors).__name__}")
+        raise GGRConfigError(f"GGRConfig.priors must be a list of dicts, got {type(priors).__name__}")
     out: list[dict[str, Any]] = []
     names: set[str] = set()
     per_type: dict[str, int] = {}
     for i, raw in enumerate(priors):
         if not isinstance(raw, dict):
-            raise ValueError(f"GGRConfig.priors[{i}] must be a dict, got {raw!r}")
+            raise GGRConfigError(f"GGRConfig.priors[{i}] must be a dict, got {raw!r}")
         spec = copy.deepcopy(raw)
 
-        def fail(message: str, spec: dict = spec, i: int = i) -> ValueError:
+        def fail(message: str, spec: dict = spec, i: int = i) -> GGRConfigError:
             name = spec.get("name", spec.get("type", "?"))
-            return ValueError(f"GGRConfig.priors[{i}] ('{name}'): {message}")
+            return GGRConfigError(f"GGRConfig.priors[{i}] ('{name}'): {message}")
 
         try:
             cls = get_prior_class(spec.get("type"))
@@ -75,7 +76,9 @@ def normalize_prior_specs(priors: list[dict[str, Any]] | None) -> list[dict[str,
             spec["values"] = values
         per_type[cls.type] = per_type.get(cls.type, 0) + 1
         if cls.max_per_model is not None and per_type[cls.type] > cls.max_per_model:
-            raise ValueError(f"GGRConfig.priors: at most {cls.max_per_model} {cls.type} prior(s) per model")
+            raise GGRConfigError(
+                f"GGRConfig.priors: at most {cls.max_per_model} {cls.type} prior(s) per model"
+            )
         out.append(spec)
     return out
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ggr_hf.errors import GGRConfigError, GGRDataError, GGRInputError
 from ggr_hf.priors.base import Prior, PriorContext, ResolvedPrior, as_value_list, register_prior, value_equals
 from ggr_hf.priors.graph import leiden_communities
 from ggr_hf.priors.item import check_missing_rule, resolve_groups
@@ -74,17 +75,19 @@ class UserPrior(Prior):
             column = spec["field"]
             if bundle.users is None or column not in bundle.users.column_names:
                 cols = None if bundle.users is None else bundle.users.column_names
-                raise ValueError(f"{self.label}: the user table has no column '{column}' (columns: {cols})")
+                raise GGRConfigError(
+                    f"{self.label}: the user table has no column '{column}' (columns: {cols})"
+                )
             raw = [as_value_list(v) for v in bundle.users[column]]
             if any(len(r) > 1 for r in raw):
-                raise ValueError(f"{self.label}: a user prior needs one value per user")
+                raise GGRDataError(f"{self.label}: a user prior needs one value per user")
             values, groups, fallback = resolve_groups(self, raw, "user")
             spec["values"] = values
             pos = {v: j for j, v in enumerate(values)}
             group = np.asarray([pos[g[0]] for g in groups], dtype=np.int64)
             return ResolvedPrior(spec, user_group=group, notes={"users_in_other": fallback})
         if split is None:
-            raise ValueError(f"{self.label}: a user graph prior needs the training split")
+            raise GGRInputError(f"{self.label}: a user graph prior needs the training split")
         edges, weights = user_shared_item_edges(split.train_items, split.train_user_ids, num_users)
         clusters = leiden_communities(
             num_users, edges, weights, spec.get("resolution", 1.0), spec.get("seed", 0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ggr_hf.errors import GGRConfigError
+
 __all__ = ["GGRTrainingArguments"]
 
 
@@ -17,6 +19,8 @@ class GGRTrainingArguments:
 
     Args:
         output_dir: where metrics JSON files and the best model (`best/`) are written.
+        overwrite_output_dir: allow a new run into an output folder that already holds a run
+            (`ggr-hf train --overwrite`); cannot be combined with `resume_from_checkpoint`.
         epochs: passes over the training windows.
         max_steps: stop after this many optimiser steps (-1: no limit).
         batch_size: training windows per step (per process).
@@ -52,11 +56,22 @@ class GGRTrainingArguments:
         save_total_limit: keep only the newest this many checkpoints, deleting older ones (None: keep
             all; accelerate's `ProjectConfiguration.total_limit`).
         resume_from_checkpoint: a folder written by `checkpoint_every_epochs`, or `"latest"` (the
-            newest under `output_dir/checkpoints`): training continues with the next epoch, as the
-            uninterrupted run would have (same data order, negatives, schedule and RNG states).
+            newest complete one under `output_dir/checkpoints`; `ggr-hf train --resume [latest|PATH]`):
+            training continues with the next epoch, as the uninterrupted run would have (same data
+            order, negatives, schedule and RNG states). Refused, before anything is loaded
+            (`GGRCheckpointError` naming the file and the reason), when the checkpoint was written
+            with another `batch_size`, number of processes, model shape or training data (its
+            `trainer_state.json` records them), or when one of its files is truncated or unreadable.
+
+    Numerical faults stop the run; no batch is skipped. A NaN or infinite training loss raises
+    `GGRTrainingError` naming the step, the epoch and the last good checkpoint (or "no checkpoint
+    yet") before that step updates the weights; weights that became NaN or infinite are caught at
+    the end of the epoch, before they are evaluated, saved as the best model or checkpointed. Lower
+    `learning_rate` (or leave `mixed_precision` at `"no"`) and resume from the named checkpoint.
     """
 
     output_dir: str = "outputs/run"
+    overwrite_output_dir: bool = False
     epochs: int = 20
     max_steps: int = -1
     batch_size: int = 64
@@ -86,21 +101,29 @@ class GGRTrainingArguments:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs", "negative_draws"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)!r}")
+                raise GGRConfigError(f"training.{name} must be >= 1, got {getattr(self, name)!r}")
         if int(self.checkpoint_every_epochs) < 0:
-            raise ValueError(
+            raise GGRConfigError(
                 f"training.checkpoint_every_epochs must be >= 0, got {self.checkpoint_every_epochs!r}"
             )
         if self.save_total_limit is not None and int(self.save_total_limit) < 1:
-            raise ValueError(f"training.save_total_limit must be >= 1 or null, got {self.save_total_limit!r}")
+            raise GGRConfigError(
+                f"training.save_total_limit must be >= 1 or null, got {self.save_total_limit!r}"
+            )
         if not 0 <= float(self.warmup_ratio) < 1:
-            raise ValueError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+            raise GGRConfigError(f"training.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if float(self.learning_rate) <= 0:
-            raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate!r}")
+            raise GGRConfigError(f"training.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.overwrite_output_dir and self.resume_from_checkpoint:
+            raise GGRConfigError(
+                "training.overwrite_output_dir and training.resume_from_checkpoint "
+                f"({self.resume_from_checkpoint!r}) exclude each other: a resumed run continues the "
+                "folder's run; drop one (--overwrite or --resume)"
+            )
         if self.mixed_precision is False:
             # YAML reads a bare `no` (as in `--set training.mixed_precision=no`) as false.
             object.__setattr__(self, "mixed_precision", "no")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(
+            raise GGRConfigError(
                 f"training.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"
             )

@@ -4,7 +4,12 @@ The loop knows nothing of data-set names, priors or model cards (that is `ggr_hf
 uses accelerate's own pieces: the seedable sampler (`DataLoaderConfiguration(use_seedable_sampler=
 True)`) for an epoch order that depends only on (seed, epoch), the trigger (`set_trigger` /
 `check_trigger`) for early stopping, `ProjectConfiguration(automatic_checkpoint_naming=True)` for
-`output_dir/checkpoints/checkpoint_N`, and `save_state` / `load_state` for resumable checkpoints.
+`output_dir/checkpoints/checkpoint_N`, and `save_state` / `load_state` for resumable checkpoints
+(`ggr_hf.training.checkpoints`: written atomically, refused on resume when the run changed).
+
+Numerical faults stop the run: a NaN or infinite loss raises `GGRTrainingError` before the step
+touches the weights, and weights that are no longer finite are caught at the end of the epoch,
+before they could be evaluated, saved as the best model or checkpointed.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ import copy
 import json
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,20 +35,29 @@ from accelerate.utils import (
     ProjectConfiguration,
     set_seed,
 )
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as transformers_logging
 
+from ggr_hf.errors import GGRCheckpointError, GGRInputError, GGRTrainingError
 from ggr_hf.hub.loading import save_model
 from ggr_hf.training.arguments import GGRTrainingArguments
+from ggr_hf.training.checkpoints import (
+    BEST_STATE_NAME,
+    CHECKPOINT_DIR,
+    check_resumable,
+    data_fingerprint,
+    latest_checkpoint,
+    model_shapes,
+    read_trainer_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-TRAINER_STATE_NAME = "trainer_state.json"
-BEST_STATE_NAME = "best_model.safetensors"
 EVAL_LOG_NAME = "eval_log.jsonl"
 
 EvaluateFn = Callable[[torch.nn.Module], dict[str, Any]]
@@ -101,6 +113,9 @@ def build_accelerator(args: GGRTrainingArguments) -> Accelerator:
     The seedable sampler orders epoch e by the seed `data_seed + e`. Consecutive training seeds
     would then share orders (seed 1's first epoch is seed 0's second), so the data seed is mixed
     from the training seed.
+
+    `args.save_total_limit` is applied by the loop once a new checkpoint is complete, not by
+    accelerate's `total_limit` (which deletes the old checkpoints before writing the new one).
     """
     return Accelerator(
         cpu=args.cpu,
@@ -112,40 +127,8 @@ def build_accelerator(args: GGRTrainingArguments) -> Accelerator:
         project_config=ProjectConfiguration(
             project_dir=str(args.output_dir),
             automatic_checkpoint_naming=True,
-            total_limit=args.save_total_limit,
         ),
     )
-
-
-def _checkpoint_number(path: Path) -> int | None:
-    match = re.fullmatch(r"checkpoint_(\d+)", path.name)
-    return int(match.group(1)) if match else None
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under `output_dir/checkpoints` (`checkpoint_N`, highest N).
-
-    accelerate's `load_state()` would take the highest N even when that save was interrupted; a
-    checkpoint is complete once `trainer_state.json`, written last, is there.
-    """
-    root = Path(output_dir) / CHECKPOINT_DIR
-    done = [
-        d
-        for d in (root.iterdir() if root.is_dir() else [])
-        if _checkpoint_number(d) is not None and (d / TRAINER_STATE_NAME).is_file()
-    ]
-    return max(done, key=_checkpoint_number, default=None)
-
-
-def _resolve_checkpoint(value: str, output_dir: Path) -> Path:
-    path = latest_checkpoint(output_dir) if value == "latest" else Path(value)
-    if path is None:
-        raise FileNotFoundError(
-            f"resume_from_checkpoint=latest: no checkpoint under {output_dir / CHECKPOINT_DIR}"
-        )
-    if not (path / TRAINER_STATE_NAME).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE_NAME})")
-    return path
 
 
 def _is_sharded(accelerator: Accelerator) -> bool:
@@ -171,16 +154,20 @@ def _scheduler_step_multiplier(accelerator: Accelerator) -> int:
 
 def _check_accelerator(accelerator: Accelerator, args: GGRTrainingArguments) -> None:
     if not accelerator.dataloader_config.use_seedable_sampler:
-        raise ValueError("train needs an Accelerator with the seedable sampler: use build_accelerator(args)")
+        raise GGRInputError(
+            "train: the accelerator has no seedable sampler (epoch orders would not survive a resume); "
+            "use build_accelerator(args)"
+        )
     project = accelerator.project_configuration
     wants_checkpoints = args.checkpoint_every_epochs > 0 or args.resume_from_checkpoint
     if wants_checkpoints and (
         not project.automatic_checkpoint_naming
         or Path(project.project_dir or "").resolve() != Path(args.output_dir).resolve()
     ):
-        raise ValueError(
-            "checkpoints need an Accelerator whose project_dir is training.output_dir with automatic "
-            "checkpoint naming: use build_accelerator(args)"
+        raise GGRInputError(
+            f"train: checkpoints need an accelerator whose project_dir is training.output_dir "
+            f"({args.output_dir}) with automatic checkpoint naming, got {project.project_dir!r}; use "
+            "build_accelerator(args)"
         )
 
 
@@ -235,6 +222,13 @@ def train(
             and targets); default: `train_dataset.collate`.
         accelerator: built with `build_accelerator(args)` when not given (needed as is for
             checkpoints: its project folder is `args.output_dir`).
+
+    Raises:
+        GGRFileNotFoundError: `args.resume_from_checkpoint` names no checkpoint.
+        GGRCheckpointError: the checkpoint is an interrupted save, has a damaged file, or was written
+            with another model shape, batch size, number of processes or training data.
+        GGRTrainingError: a NaN or infinite loss, or weights no longer finite (the step, the epoch and
+            the last good checkpoint are named).
     """
     accelerator = accelerator or build_accelerator(args)
     _check_accelerator(accelerator, args)
@@ -243,12 +237,24 @@ def train(
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
     world, rank = accelerator.num_processes, accelerator.process_index
-    loader = DataLoader(
-        train_dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        collate_fn=data_collator or train_dataset.collate,
-    )
+    collate = data_collator or train_dataset.collate
+    # What a checkpoint records so that a resumed run can be refused when it is not the same run.
+    identity: dict[str, Any] = {}
+    if args.checkpoint_every_epochs or args.resume_from_checkpoint:
+        identity = {
+            "batch_size": args.batch_size,
+            "num_processes": world,
+            "model_shapes": model_shapes(model),
+            "data": data_fingerprint(train_dataset, collate),
+        }
+    ckpt, ckpt_state = None, None
+    if args.resume_from_checkpoint:
+        ckpt = resolve_checkpoint(args.resume_from_checkpoint, out_dir)
+        ckpt_state = read_trainer_state(ckpt)
+        # Before `load_state`: a changed model, batch size or data set, or a damaged file, is named
+        # here rather than met as a size-mismatch dump, or not at all.
+        check_resumable(ckpt, ckpt_state, identity)
+    loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=args.learning_rate,
@@ -271,16 +277,23 @@ def train(
 
     best, best_epoch, best_state, step, start_epoch, stale = -math.inf, -1, None, 0, 0, 0
     history: list[dict] = []
-    if args.resume_from_checkpoint:
-        ckpt = _resolve_checkpoint(args.resume_from_checkpoint, out_dir)
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / TRAINER_STATE_NAME).read_text())
-        start_epoch, step, stale = state["epoch"], state["step"], state["stale"]
-        best, best_epoch, history = state["best_metric"], state["best_epoch"], state["history"]
+    if ckpt is not None:
+        try:
+            accelerator.load_state(str(ckpt))
+        except Exception as err:
+            raise GGRCheckpointError(
+                f"{ckpt}: accelerate could not load it ({type(err).__name__}: {err}); resume from an "
+                "earlier checkpoint or start a new run"
+            ) from err
+        start_epoch, step, stale = ckpt_state["epoch"], ckpt_state["step"], ckpt_state["stale"]
+        best, best_epoch = ckpt_state["best_metric"], ckpt_state["best_epoch"]
+        history = ckpt_state["history"]
         # `load_state` does not restore the save counter: the next checkpoint follows the loaded one.
-        accelerator.project_configuration.iteration = state["checkpoint"] + 1
-        if accelerator.is_main_process and (ckpt / BEST_STATE_NAME).is_file():
-            best_state = load_file(str(ckpt / BEST_STATE_NAME), device=str(accelerator.device))
+        accelerator.project_configuration.iteration = ckpt_state["checkpoint"] + 1
+        if accelerator.is_main_process:
+            if (ckpt / BEST_STATE_NAME).is_file():
+                best_state = load_file(str(ckpt / BEST_STATE_NAME), device=str(accelerator.device))
+            _trim_eval_log(out_dir / EVAL_LOG_NAME, start_epoch)
         logger.info("resumed from %s at epoch %d, step %d", ckpt, start_epoch, step)
 
     start = time.time()
@@ -319,6 +332,14 @@ def train(
             )
             stats = accelerator.reduce(stats, reduction="sum") if world > 1 else stats
             n_global = float(stats[0])
+            batch_loss = float(stats[1]) / max(n_global, 1.0)
+            if not math.isfinite(batch_loss):
+                # Stop, not skip: the reduced loss is the same on every process, so all stop together,
+                # before the step reaches the weights.
+                raise GGRTrainingError(
+                    f"training loss is {batch_loss} at step {step + 1} (epoch {epoch + 1}); the run stops "
+                    f"({_last_good(ckpt)}); lower training.learning_rate or use mixed_precision: no"
+                )
             if world > 1 and args.pair_weighted_loss:
                 # DDP averages gradients over processes: the mean over the global batch's pairs is
                 # sum_r n_r * loss_r / N = mean_r (W * n_r / N) * loss_r.
@@ -328,13 +349,21 @@ def train(
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            running += float(stats[1]) / max(n_global, 1.0)
+            running += batch_loss
             seen += 1
             bar.update(1)
             if step % args.log_every == 0:
                 bar.set_postfix(loss=f"{running / seen:.4f}")
             if args.max_steps > 0 and step >= args.max_steps:
                 break
+        # A finite loss can still leave non-finite weights (an overflowing update): never evaluate,
+        # keep as best or checkpoint them.
+        if not _weights_finite(accelerator, model):
+            raise GGRTrainingError(
+                f"the model's weights hold NaN or infinite values after step {step} (epoch {epoch + 1}); "
+                f"they are neither saved as the best model nor checkpointed ({_last_good(ckpt)}); lower "
+                "training.learning_rate"
+            )
         done = args.max_steps > 0 and step >= args.max_steps
         stop = False
         if (epoch + 1) % args.eval_every_epochs == 0 or epoch == args.epochs - 1 or done:
@@ -361,7 +390,7 @@ def train(
             # The main process decides; the trigger's all-reduce makes every process take the branch.
             stop = accelerator.check_trigger()
         if args.checkpoint_every_epochs and (epoch + 1) % args.checkpoint_every_epochs == 0:
-            _save_checkpoint(
+            ckpt = save_checkpoint(
                 accelerator,
                 {
                     "epoch": epoch + 1,
@@ -371,8 +400,10 @@ def train(
                     "stale": stale,
                     "history": history,
                     "checkpoint": accelerator.save_iteration,
+                    **identity,
                 },
                 best_state,
+                args.save_total_limit,
             )
         if stop or done:
             break
@@ -382,6 +413,45 @@ def train(
         final.load_state_dict(best_state)
     accelerator.wait_for_everyone()
     return TrainResult(best, best_epoch, step, time.time() - start, history, model=final)
+
+
+def _last_good(checkpoint: Path | None) -> str:
+    if checkpoint is None:
+        return "no checkpoint yet"
+    return f"last good checkpoint: {checkpoint}, resume from it with --resume {checkpoint}"
+
+
+def _weights_finite(accelerator: Accelerator, model: torch.nn.Module) -> bool:
+    """Whether every process's weights (its shards, when sharded) are finite: a collective, so that
+    all processes stop together."""
+    bad = any(not bool(torch.isfinite(_local(p)).all()) for p in model.parameters() if p.is_floating_point())
+    flag = torch.tensor([float(bad)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum")
+    return float(flag[0]) == 0.0
+
+
+def _local(parameter: torch.nn.Parameter) -> torch.Tensor:
+    """This process's part of a parameter: an FSDP2 DTensor's local shard, a ZeRO-3 partition, or the
+    parameter itself (reading these starts no collective)."""
+    if hasattr(parameter, "to_local"):
+        return parameter.to_local()
+    return getattr(parameter, "ds_tensor", parameter)
+
+
+def _trim_eval_log(path: Path, epoch: int) -> None:
+    """Drops the evaluation lines a killed run wrote after the checkpoint it is resumed from (and a
+    line cut short by the kill): the resumed run writes them again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if json.loads(line).get("epoch", epoch + 1) <= epoch:
+                kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    tmp.replace(path)
 
 
 def _evaluation_model(
@@ -397,23 +467,3 @@ def _evaluation_model(
         replica.load_state_dict(state)
         return replica
     return accelerator.unwrap_model(model)
-
-
-def _save_checkpoint(
-    accelerator: Accelerator, trainer_state: dict, best_state: dict[str, torch.Tensor] | None
-) -> None:
-    """Everything a resumed run needs, in `checkpoints/checkpoint_N` (accelerate's naming);
-    `trainer_state.json`, written last, marks it complete."""
-    path = Path(accelerator.project_dir) / CHECKPOINT_DIR / f"checkpoint_{accelerator.save_iteration}"
-    if path.exists():
-        # A previous run in the same output folder: overwrite its checkpoint, as a save_pretrained
-        # would (accelerate refuses an existing folder).
-        if accelerator.is_main_process:
-            shutil.rmtree(path)
-        accelerator.wait_for_everyone()
-    saved = Path(accelerator.save_state())
-    if accelerator.is_main_process:
-        if best_state is not None:
-            save_file({k: v.contiguous() for k, v in best_state.items()}, str(saved / BEST_STATE_NAME))
-        (saved / TRAINER_STATE_NAME).write_text(json.dumps(trainer_state, indent=2))
-    accelerator.wait_for_everyone()
