@@ -108,6 +108,11 @@ def test_config_errors_stop_before_any_data_is_loaded(config, capsys, monkeypatc
         (GGRDataError("f.csv: column 'ts': value -1 is not a time"), EXIT_USAGE, "f.csv: column 'ts'"),
         (FileExistsError("o exists"), EXIT_USAGE, "ggr-hf: error: o exists"),
         (
+            PermissionError(13, "Permission denied", "ro/m.json"),
+            EXIT_USAGE,
+            "ggr-hf: error: [Errno 13] Permission denied: 'ro/m.json'",
+        ),
+        (
             GGRTrainingError("step 12: the loss is nan; resume from checkpoint_0"),
             EXIT_RUN_FAILED,
             "ggr-hf: error: step 12: the loss is nan; resume from checkpoint_0",

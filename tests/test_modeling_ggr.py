@@ -105,3 +105,35 @@ def test_unseen_combinations_train_without_nan(batch):
             assert p.grad is None or torch.isfinite(p.grad).all(), name
         scores, _ = model.score_items(ids, ts)
         assert not torch.isnan(scores).any()
+
+
+@pytest.mark.parametrize("fusion", ["max", "mean"])
+def test_recommend_is_the_topk_of_the_full_fused_scores(batch, fusion):
+    priors = [
+        {"type": "temporal", "segments": 2, "horizon": 2},
+        {"type": "item", "field": "genres", "values": ["a", "b", "c"]},
+        {"type": "user", "field": "age", "values": ["young", "old"]},
+    ]
+    model = tiny_model(priors, composition="additive")
+    ids, ts = batch
+    groups = torch.tensor([[0], [1], [0]])
+    rec = model.recommend(ids, k=6, user_groups=groups, fusion=fusion)
+    scores, heads = model.score_items(ids, ts * 0, user_groups=groups, exclude=ids, fusion=fusion)
+    top, items = scores.topk(6, dim=1)
+    torch.testing.assert_close(rec.scores, top)
+    assert torch.equal(rec.item_ids, items) and torch.equal(rec.head_index, heads.gather(1, items))
+
+
+def test_fusion_index_is_rebuilt_after_the_weights_change(batch):
+    model = tiny_model()
+    ids, _ = batch
+    first = model.fusion_index()
+    assert model.fusion_index() is first  # cached while nothing changed
+    before = model.recommend(ids, k=5)
+    with torch.no_grad():
+        model.backbone.item_embeddings.weight.mul_(-1.0)  # an in-place change, as an optimizer step makes
+    assert model.fusion_index() is not first
+    after = model.recommend(ids, k=5)
+    scores, _ = model.score_items(ids, exclude=ids)
+    assert torch.equal(after.item_ids, scores.topk(5, dim=1).indices)
+    assert not torch.equal(before.item_ids, after.item_ids)

@@ -124,6 +124,11 @@ class GGRConfig(PretrainedConfig):
         self.backbone_type = backbone_type
         if isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_config.to_dict()
+        if backbone_config is not None and not isinstance(backbone_config, dict):
+            raise GGRConfigError(
+                "GGRConfig.backbone_config must be a dict of the backbone's fields (or a backbone "
+                f"config object), got {backbone_config!r} ({type(backbone_config).__name__})"
+            )
         backbone_config = dict(backbone_config or {})
         for key in ("model_type", "transformers_version", "architectures"):
             backbone_config.pop(key, None)
@@ -182,7 +187,7 @@ class GGRConfig(PretrainedConfig):
         return out
 
     def validate_fields(self) -> None:
-        """Raises `ValueError` naming the first invalid field."""
+        """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
@@ -190,6 +195,19 @@ class GGRConfig(PretrainedConfig):
                     f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
 
+        for name in ("head_bias", "learnable_logit_scale", "exclude_history"):
+            if not isinstance(getattr(self, name), bool):
+                raise GGRConfigError(f"GGRConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in (
+            "head_init_std",
+            "offset_discount",
+            "false_negative_threshold",
+            "logit_scale_init",
+            "logit_scale_max",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                raise GGRConfigError(f"GGRConfig.{name} must be a number, got {value!r}")
         if not isinstance(self.num_items, int) or isinstance(self.num_items, bool) or self.num_items < 1:
             raise GGRConfigError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
         choice("composition", COMPOSITIONS)
@@ -197,7 +215,11 @@ class GGRConfig(PretrainedConfig):
         choice("negative_sampling", NEGATIVE_SAMPLING)
         choice("prior_weighting", PRIOR_WEIGHTING)
         choice("fusion", FUSIONS)
-        if not isinstance(self.num_negatives, int) or self.num_negatives < 1:
+        if (
+            not isinstance(self.num_negatives, int)
+            or isinstance(self.num_negatives, bool)
+            or self.num_negatives < 1
+        ):
             raise GGRConfigError(
                 f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}"
             )

@@ -22,6 +22,7 @@ __all__ = [
     "GGRLockTimeoutError",
     "GGRModelFolderError",
     "GGRTrainingError",
+    "UnreadableWeightsError",
 ]
 
 
@@ -52,6 +53,11 @@ class GGRModelFolderError(GGRError, ValueError):
     """A model folder that exists but cannot be loaded as asked: no safetensors weights (only a
     pickle), a heads folder whose base is gone, a config whose shapes disagree with its weights
     (names the folder and the file)."""
+
+
+class UnreadableWeightsError(GGRModelFolderError, OSError):
+    """A weights file that exists but is truncated or not safetensors (names the file). Also the
+    `OSError` transformers raises for such files, so code catching that keeps working."""
 
 
 class GGRCheckpointError(GGRError, ValueError):

@@ -15,8 +15,9 @@ from ggr_hf.configuration_ggr import FUSIONS, GGRConfig
 from ggr_hf.configuration_utils import register_model_type
 from ggr_hf.errors import GGRDataError, GGRInputError
 from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
-from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
+from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fuse_scores_dense, fused_topk
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
+from ggr_hf.hub.io import check_save_target
 from ggr_hf.hub.loading import load_ggr, save_heads
 from ggr_hf.hub.push import push_model_to_hub
 from ggr_hf.losses import gather_negatives, infonce_loss, offset_weights, sample_negatives
@@ -128,6 +129,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         # The head layout (each head's value in each prior) is derived from the config, not a
         # weight or buffer: it is rebuilt exactly by `__init__` and never needs restoring after load.
         self._head_values_on: dict[torch.device, torch.Tensor] = {}
+        self._fusion_index_cache: tuple[tuple, FusionIndex] | None = None
         self.post_init()
 
     # ------------------------------------------------------------------ Hub: loading, heads, push
@@ -138,6 +140,12 @@ class GGRForRecommendation(GGRPreTrainedModel):
         full model plus `heads=...` (see [`ggr_hf.hub.loading.load_ggr`]). Missing or unexpected keys are
         errors unless `strict=False`; heads on another item vocabulary or hidden size raise."""
         return load_ggr(pretrained_model_name_or_path, *model_args, heads=heads, model_class=cls, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, refusing a path that is a file (transformers only logs
+        it and returns without saving)."""
+        check_save_target(save_directory)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def save_heads(self, save_directory, **kwargs):
         """Writes the heads-only artifact (no backbone file); see [`ggr_hf.hub.loading.save_heads`]."""
@@ -410,6 +418,33 @@ class GGRForRecommendation(GGRPreTrainedModel):
         ).last_hidden_state
         return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
 
+    def _queries(
+        self,
+        input_ids: torch.Tensor,
+        timestamps: torch.Tensor | None,
+        query_timestamps: torch.Tensor | None,
+        user_groups: torch.Tensor | None,
+        target_event: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled, normalised head queries at each history's end `(batch_size, num_heads, hidden_size)`
+        and the heads active for each user `(batch_size, num_heads)` (or `None`: all)."""
+        h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
+        q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
+        return q, self.head_active(user_groups, target_event)
+
+    def fusion_index(self) -> FusionIndex:
+        """The catalogue in compatibility-signature blocks for exact fused top-k, built once and
+        rebuilt when any backbone weight or item-group table changed (tracked through the tensors'
+        in-place version counters, which optimizer steps and `load_state_dict` bump). It holds a
+        reordered copy of the item table."""
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers(), *self.item_groups.buffers()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._fusion_index_cache is None or self._fusion_index_cache[0] != key:
+            with torch.no_grad():
+                index = build_fusion_index(self.backbone.all_item_embeddings(), self.head_item_mask())
+            self._fusion_index_cache = (key, index)
+        return self._fusion_index_cache[1]
+
     @torch.no_grad()
     def score_items(
         self,
@@ -421,8 +456,9 @@ class GGRForRecommendation(GGRPreTrainedModel):
         exclude: torch.LongTensor | None = None,
         fusion: str | None = None,
         dense: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores the whole catalogue for each history.
+        topk: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Scores the whole catalogue for each history (or, with `topk`, returns only the best items).
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`): histories, right-padded.
@@ -435,10 +471,15 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 (0 ignored), e.g. the full history.
             fusion (`str`, *optional*): `"max"` or `"mean"`; defaults to `config.fusion`.
             dense (`bool`): use the dense reference implementation.
+            topk (`int`, *optional*): return the exact top-`topk` of the fused scores instead, computed
+                block by block over the catalogue ([`~ggr_hf.heads.fusion.fused_topk`]) without a
+                `(batch_size, num_items)` score matrix.
 
         Returns:
             scores (`torch.FloatTensor` of shape `(batch_size, num_items + 1)`), head_index
-            (`torch.LongTensor` of the same shape).
+            (`torch.LongTensor` of the same shape); with `topk`: scores, item ids and head indices of
+            shape `(batch_size, topk)`, best first (`-inf`, item 0, head -1 where fewer items can be
+            recommended).
 
         Raises:
             `GGRInputError`: an argument of the wrong type or shape, an item id outside
@@ -466,14 +507,16 @@ class GGRForRecommendation(GGRPreTrainedModel):
                     f"exclude: item id {int(exclude[outside][0])} is outside 0..{self.config.num_items} "
                     "(0 is ignored)"
                 )
+        if topk is not None and (not is_integer(topk) or int(topk) < 1):
+            raise GGRInputError(f"topk must be an integer >= 1 or None, got {topk!r}")
         if fusion is not None and fusion not in FUSIONS:
             raise GGRInputError(f"fusion must be one of {list(FUSIONS)} or None, got {fusion!r}")
         user_groups = user_groups_tensor(self.layout, user_groups, bsz, input_ids.device)
         fusion = fusion or self.config.fusion
-        h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
-        q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
+        q, active = self._queries(input_ids, timestamps, query_timestamps, user_groups, target_event)
+        if topk is not None:
+            return fused_topk(q, self.fusion_index(), topk, active, exclude, fusion)
         items = self.backbone.all_item_embeddings()  # [I+1, d]
-        active = self.head_active(user_groups, target_event)
         if dense:
             scores, head_index = fuse_scores_dense(q, items, self.head_item_mask(), active, fusion)
         else:
@@ -513,8 +556,9 @@ class GGRForRecommendation(GGRPreTrainedModel):
             `GGRInputError`: `k` not an integer >= 1, or more than the items that can be recommended
                 to a user (the catalogue minus the excluded history and the items no head serving
                 the user scores); an item id that is not an integer in `1..num_items` (naming the
-                user, the position and the value); timestamps of another length than the history;
-                `user_groups` of the wrong shape or outside the model's user-prior groups.
+                user, the position and the value); timestamps of another length than the history
+                or not in seconds (outside 1970..2100); `user_groups` of the wrong shape or outside
+                the model's user-prior groups.
         """
         if not is_integer(k) or int(k) < 1:
             raise GGRInputError(f"recommend: k must be an integer >= 1, got {k!r}")
@@ -529,15 +573,17 @@ class GGRForRecommendation(GGRPreTrainedModel):
         ids, ts = _last_window(ids, ts, self.config.max_seq_len)
         ids, ts = ids.to(device), (ts.to(device) if ts is not None else None)
         exclude_history = self.config.exclude_history if exclude_history is None else exclude_history
-        scores, head_index = self.score_items(
+        top_scores, top_items, top_heads = self.score_items(
             ids,
             ts,
             user_groups=user_groups,
             exclude=full if exclude_history else None,
             fusion=fusion,
+            topk=k,
         )
-        # -inf marks what cannot be recommended: padding, the excluded history, items no active head scores.
-        available = torch.isfinite(scores).sum(1)
+        # -inf marks a slot no item can fill: the rest of the catalogue is padding, the excluded
+        # history, or items no active head scores (fewer than k finite means exactly that many exist).
+        available = torch.isfinite(top_scores).sum(1)
         if k > int(available.min()):
             user = int(available.argmin())
             raise GGRInputError(
@@ -545,8 +591,6 @@ class GGRForRecommendation(GGRPreTrainedModel):
                 f"to user {user} (of the catalogue's {self.config.num_items}, the others are in the "
                 "excluded history or outside every head that serves the user); lower k"
             )
-        top_scores, top_items = scores.topk(k, dim=1)
-        top_heads = head_index.gather(1, top_items)
         names = [[self.layout.names[h] if h >= 0 else "" for h in row] for row in top_heads.tolist()]
         return Recommendation(top_items, top_scores, top_heads, names)
 

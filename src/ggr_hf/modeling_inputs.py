@@ -25,6 +25,19 @@ __all__ = [
 ]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Plausible times in seconds, 1970-01-01 .. 2100-01-01 (the data loaders' range): milliseconds or
+# nanoseconds (what pandas' `astype("int64")` gives) fall far above it.
+_MAX_SECONDS = 4_102_444_800
+
+
+def _check_plausible_seconds(ids: torch.Tensor, ts: torch.Tensor) -> None:
+    bad = (ids != 0) & ((ts < 0) | (ts >= _MAX_SECONDS))
+    if bool(bad.any()):
+        user, pos = (int(i) for i in bad.nonzero()[0])
+        raise GGRInputError(
+            f"timestamps: user {user}, position {pos}: {int(ts[user, pos])} is not a time in seconds "
+            "between 1970 and 2100; convert milliseconds (// 1000) or nanoseconds (// 10**9) to seconds"
+        )
 
 
 def is_integer(value: Any) -> bool:
@@ -87,7 +100,8 @@ def pad_histories(history: Any, timestamps: Any, num_items: int) -> tuple[torch.
     Args:
         history: one history (a list of item ids, a 1-D tensor or array), several (a list of those),
             or a right-padded `(batch_size, seq_len)` integer tensor or array.
-        timestamps: the same structure, one integer time per item, or `None`.
+        timestamps: the same structure, one integer time in seconds per item (1970..2100, as the
+            data sets store them; milliseconds or nanoseconds are refused), or `None`.
         num_items (`int`): the catalogue size; item ids must lie in `1..num_items`.
 
     Returns:
@@ -130,7 +144,9 @@ def pad_histories(history: Any, timestamps: Any, num_items: int) -> tuple[torch.
                 f"timestamps: with a tensor history they must be an integer tensor of its shape "
                 f"{tuple(history.shape)}, got {got}"
             )
-        return ids, ts.cpu().long()
+        ts = ts.cpu().long()
+        _check_plausible_seconds(ids, ts)
+        return ids, ts
     if not isinstance(history, (list, tuple)) or len(history) == 0:
         got = repr(history) if isinstance(history, (list, tuple)) else type(history).__name__
         raise GGRInputError(
@@ -175,6 +191,8 @@ def pad_histories(history: Any, timestamps: Any, num_items: int) -> tuple[torch.
                         f"timestamps: user {user}, position {pos}: {t!r} is not an integer time in seconds"
                     )
             ts[user, : len(row)] = torch.tensor([int(t) for t in times], dtype=torch.long)
+    if ts is not None:
+        _check_plausible_seconds(ids, ts)
     return ids, ts
 
 

@@ -1,4 +1,7 @@
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ggr_hf.heads.fusion import fuse_scores, fuse_scores_dense
 from tests.conftest import membership, tiny_model
@@ -88,3 +91,77 @@ def test_recommend_excludes_history_and_explains_each_item():
         assert row_names == [model.head_names[h] for h in row_heads.tolist()]
     kept = model.recommend([1, 2, 3], k=20, exclude_history=False)
     assert {1, 2, 3} <= set(kept.item_ids[0].tolist())
+
+
+def _reference_topk(q, items, compatible, k, active=None, exclude=None, fusion="max"):
+    """Dense fused scores, history removed, then `topk`: what `fused_topk` must return."""
+    scores, heads = fuse_scores_dense(q, items, compatible, active, fusion)
+    if exclude is not None:
+        scores = scores.scatter(1, exclude, float("-inf"))
+    top, ids = scores.topk(k, dim=1)
+    return top, ids, heads.gather(1, ids)
+
+
+def _check_topk(q, items, compatible, k, active=None, exclude=None, fusion="max", chunk_size=7):
+    from ggr_hf.heads.fusion import build_fusion_index, fused_topk
+
+    index = build_fusion_index(items, compatible)
+    got, got_ids, got_heads = fused_topk(q, index, k, active, exclude, fusion, chunk_size=chunk_size)
+    want, want_ids, want_heads = _reference_topk(q, items, compatible, k, active, exclude, fusion)
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got[finite], want[finite])
+    assert torch.equal(torch.isfinite(got), finite)
+    assert torch.equal(got_ids[finite], want_ids[finite]) and torch.equal(
+        got_heads[finite], want_heads[finite]
+    )
+    assert bool((got_ids[~finite] == 0).all()) and bool((got_heads[~finite] == -1).all())
+
+
+@pytest.mark.parametrize("fusion", ["max", "mean"])
+@pytest.mark.parametrize("chunk_size", [3, 7, 1000])
+def test_fused_topk_equals_dense_scores_then_topk(fusion, chunk_size):
+    torch.manual_seed(0)
+    num_items, num_heads, bsz, d = 40, 6, 5, 8
+    items = torch.nn.functional.normalize(torch.randn(num_items + 1, d), dim=-1)
+    compatible = torch.rand(num_items + 1, num_heads) < 0.35  # multi-label, some items in no head
+    compatible[:, 5] = False  # an empty head
+    q = torch.randn(bsz, num_heads, d)
+    active = torch.rand(bsz, num_heads) < 0.7
+    active[:, 0] = True
+    exclude = torch.randint(0, num_items + 1, (bsz, 9))
+    for k in (1, 5, 12):
+        _check_topk(q, items, compatible, k, None, None, fusion, chunk_size)
+        _check_topk(q, items, compatible, k, active, exclude, fusion, chunk_size)
+
+
+def test_fused_topk_k_above_what_can_be_recommended_pads_the_tail():
+    from ggr_hf.heads.fusion import build_fusion_index, fused_topk
+
+    items = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+    compatible = torch.zeros(6, 2, dtype=torch.bool)
+    compatible[[1, 2, 3], 0] = True  # items 4 and 5 belong to no head
+    scores, ids, heads = fused_topk(torch.randn(2, 2, 4), build_fusion_index(items, compatible), 5)
+    assert torch.isfinite(scores[:, :3]).all() and torch.isinf(scores[:, 3:]).all()
+    assert sorted(ids[0, :3].tolist()) == [1, 2, 3] and ids[:, 3:].eq(0).all() and heads[:, 3:].eq(-1).all()
+
+
+@given(
+    num_heads=st.integers(1, 6),
+    num_items=st.integers(1, 30),
+    k=st.integers(1, 35),
+    density=st.floats(0.0, 1.0),
+    chunk_size=st.integers(1, 40),
+    fusion=st.sampled_from(["max", "mean"]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+def test_fused_topk_property(num_heads, num_items, k, density, chunk_size, fusion, seed):
+    gen = torch.Generator().manual_seed(seed)
+    d, bsz = 4, 3
+    items = torch.nn.functional.normalize(torch.randn(num_items + 1, d, generator=gen), dim=-1)
+    compatible = torch.rand(num_items + 1, num_heads, generator=gen) < density
+    q = torch.randn(bsz, num_heads, d, generator=gen)
+    active = torch.rand(bsz, num_heads, generator=gen) < 0.8
+    exclude = torch.randint(0, num_items + 1, (bsz, 4), generator=gen)
+    k = min(k, num_items + 1)
+    _check_topk(q, items, compatible, k, active, exclude, fusion, chunk_size)

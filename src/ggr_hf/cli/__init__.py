@@ -40,8 +40,16 @@ EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 # What libraries raise on bad input at the boundary (a data file pandas cannot parse, a path that
-# is not there, an output that exists). KeyError is not here: ours are bugs, exit 1.
-LIBRARY_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+# is not there, an output that exists or may not be written, e.g. a read-only folder given as
+# --output). KeyError is not here: ours are bugs, exit 1.
+LIBRARY_INPUT_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 EPILOG = """\
 exit codes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ggr_hf.cli.common import add_set_flag
+from ggr_hf.cli.common import add_set_flag, non_negative_int
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("ablate", help="the ablation recipe: many prior configurations over seeds")
     p.add_argument("--config", required=True, help="ablation YAML (base experiment + variants)")
     p.add_argument("--output-dir", default="outputs/ablation")
-    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--seeds", type=non_negative_int, nargs="+")
     p.add_argument(
         "--overwrite",
         action="store_true",

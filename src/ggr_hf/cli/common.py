@@ -26,6 +26,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0, e.g. a seed (a bad value is argparse's usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def add_set_flag(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
     """`--set SECTION.KEY=VALUE`, repeatable, the value parsed as YAML."""
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=help)

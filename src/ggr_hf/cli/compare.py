@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ggr_hf.cli.common import add_set_flag, load_config, positive_int
+from ggr_hf.cli.common import add_set_flag, load_config, non_negative_int, positive_int
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True)
     p.add_argument("--output-dir", default="outputs/compare")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     p.add_argument("--split-ks", type=positive_int, nargs="+", default=[1, 8])
     p.add_argument(
         "--overwrite",

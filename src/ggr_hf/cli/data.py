@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ggr_hf.cli.common import positive_int
 from ggr_hf.data.cache import prepare_dataset
 from ggr_hf.data.registry import DATASETS, preparable
 from ggr_hf.data.timestamps import TIMESTAMP_UNITS
@@ -66,7 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--min-events",
         "--min-clicks",
         dest="min_events",
-        type=int,
+        type=positive_int,
         default=None,
         help="keep users with at least this many events: merrec 2000, ebnerd 512 (clicks), pixelrec 1",
     )

@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ggr_hf.errors import GGRFileNotFoundError
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError
 
 from .arrow_utils import (
     check_columns,
@@ -167,11 +167,19 @@ def _files(
     articles = raw_dir / "articles.parquet"
     if not articles.exists():
         raise GGRFileNotFoundError(f"{articles}: file not found (EB-NeRD's article table)")
+    if isinstance(splits, str):
+        # A bare string would be read letter by letter ("train" -> t/, r/, a/, ...).
+        splits = [s.strip() for s in splits.split(",") if s.strip()]
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise GGRInputError(f"splits must name split folders of {raw_dir} (e.g. ['train']), got {splits!r}")
     histories = [raw_dir / split / "history.parquet" for split in splits]
     behaviors = [raw_dir / split / "behaviors.parquet" for split in splits] if include_behaviors else []
     for path in histories + behaviors:
         if not path.exists():
-            raise GGRFileNotFoundError(f"{path}: file not found")
+            raise GGRFileNotFoundError(
+                f"{path}: file not found (splits={list(splits)}; split folders here: "
+                f"{sorted(p.name for p in raw_dir.iterdir() if p.is_dir())})"
+            )
     return articles, histories, behaviors
 
 
@@ -250,7 +258,7 @@ def load_ebnerd(
     Returns:
         `RecDataBundle` named `"ebnerd"`.
     """
-    splits = tuple(splits)
+    splits = tuple(splits.split(",") if isinstance(splits, str) else splits)
     articles_path, histories, behaviors = _files(Path(raw_dir), splits, include_behaviors)
     for path in histories:
         check_columns(path, open_parquet(path).schema_arrow, _HISTORY_COLUMNS)

@@ -71,7 +71,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from ggr_hf.errors import GGRFileNotFoundError
+from ggr_hf.errors import GGRError, GGRFileNotFoundError
 
 from .arrow_utils import (
     hash_strings,
@@ -210,15 +210,26 @@ def find_pixelrec_files(
         p = Path(p)
         return p if p.is_absolute() else raw_dir / p
 
-    found_inter, found_items = [], []
+    found_inter, found_items, unrecognised = [], [], []
     for path in sorted(raw_dir.rglob("*.csv")):
         if any(part.startswith(".") for part in path.relative_to(raw_dir).parts):
             continue
-        header = set(_header(path))
+        columns = _header(path)
+        header = set(columns)
         if "item_id" in header and ("title" in header or "tag" in header):
             found_items.append(path)
         elif set(INTERACTION_COLUMNS) <= header:
             found_inter.append(path)
+        else:
+            shown = ",".join(columns)[:60] if any(columns) else "empty"
+            unrecognised.append(f"{path.relative_to(raw_dir)} (header: {shown})")
+
+    def not_found(what: str) -> GGRError:
+        if unrecognised:
+            # A file the user meant is there but its header does not match: name it, not "no file".
+            return DataFormatError(f"{what}; CSVs with other headers: {'; '.join(unrecognised[:3])}")
+        return GGRFileNotFoundError(what)
+
     if interactions is not None:
         inter = [resolve(interactions)]
     else:
@@ -227,7 +238,7 @@ def find_pixelrec_files(
             v = variant.lower()
             inter = [p for p in inter if p.stem.lower() == v or p.stem.lower().startswith(v)]
         if not inter:
-            raise GGRFileNotFoundError(
+            raise not_found(
                 f"no interaction CSV (header {','.join(INTERACTION_COLUMNS)})"
                 + (f" named {variant}*" if variant else "")
                 + f" under {raw_dir}"
@@ -245,9 +256,7 @@ def find_pixelrec_files(
             matching = [p for p in items if p.stem.lower().startswith(variant.lower())]
             items = matching or items
         if not items:
-            raise GGRFileNotFoundError(
-                f"no item-info CSV (a header with item_id, title, tag) under {raw_dir}"
-            )
+            raise not_found(f"no item-info CSV (a header with item_id, title, tag) under {raw_dir}")
     for p in inter + items:
         if not p.exists():
             raise GGRFileNotFoundError(f"{p}: file not found")

@@ -22,6 +22,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from ggr_hf.errors import GGRInputError
+
 from .movielens_files import age_band
 from .schema import RecDataBundle
 
@@ -71,19 +73,37 @@ def make_synthetic(
         category), `genres` (1-2 category names)) and `users` (`user_id`, `original_id` like `"u3"`,
         `age`, `gender`, `occupation`, `age_band`, `favorite_categories`).
     """
+    for name, value in (
+        ("num_users", num_users),
+        ("num_items", num_items),
+        ("num_categories", num_categories),
+        ("min_len", min_len),
+        ("max_len", max_len),
+        ("seed", seed),
+        ("num_events", num_events),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise GGRInputError(
+                f"synthetic: {name} must be an integer, got {value!r} ({type(value).__name__})"
+            )
     if num_users < 1 or num_categories < 1 or num_items < num_categories:
-        raise ValueError("need num_users >= 1, num_categories >= 1 and num_items >= num_categories")
+        raise GGRInputError(
+            "synthetic: need num_users >= 1, num_categories >= 1 and num_items >= num_categories, got "
+            f"num_users={num_users}, num_categories={num_categories}, num_items={num_items}"
+        )
     if not 1 <= min_len <= max_len:
-        raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+        raise GGRInputError(
+            f"synthetic: need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}"
+        )
     if num_events < 0:
-        raise ValueError(f"num_events must be >= 0, got {num_events}")
+        raise GGRInputError(f"synthetic: num_events must be >= 0, got {num_events}")
     for name, p in (
         ("short_term_weight", short_term_weight),
         ("cycle_prob", cycle_prob),
         ("second_category_prob", second_category_prob),
     ):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if not isinstance(p, (int, float, np.number)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise GGRInputError(f"synthetic: {name} must be a number in [0, 1], got {p!r}")
     rng = np.random.default_rng(seed)
     cat_names = [f"cat{c}" for c in range(num_categories)]
 

@@ -28,9 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ggr_hf.experiments.config import ExperimentConfig, apply_overrides, experiment_config_from_dict
+from ggr_hf.configuration_ggr import FUSIONS
+from ggr_hf.errors import GGRConfigError
+from ggr_hf.experiments.config import (
+    ExperimentConfig,
+    apply_overrides,
+    experiment_config_from_dict,
+    read_yaml_mapping,
+)
 from ggr_hf.experiments.experiment import prepare_experiment
 from ggr_hf.experiments.plots import (
     ACCURACY_DIVERSITY_PLOT,
@@ -72,42 +77,85 @@ class AblationSpec:
     source: str = ""
 
 
+def _check_variant(path: Path, i: int, v: Any, names: set[str]) -> Variant:
+    if not isinstance(v, dict):
+        raise GGRConfigError(f"{path}: variants[{i}] must be a mapping with 'name', got {v!r}")
+    extra = sorted(str(k) for k in set(v) - {"name", "model", "eval_of", "fusion"})
+    if extra or "name" not in v:
+        raise GGRConfigError(
+            f"{path}: variants[{i}] needs 'name' and allows model, eval_of, fusion; got {extra}"
+        )
+    name = v["name"]
+    if not isinstance(name, str) or not name:
+        raise GGRConfigError(f"{path}: variants[{i}].name must be a non-empty string, got {name!r}")
+    if name in names:
+        raise GGRConfigError(
+            f"{path}: variants[{i}]: the name {name!r} is used twice; names label the table's rows"
+        )
+    if not isinstance(v.get("model") or {}, dict):
+        raise GGRConfigError(f"{path}: variants[{i}] ('{name}').model must be a mapping, got {v['model']!r}")
+    if v.get("eval_of") and v["eval_of"] not in names:
+        raise GGRConfigError(
+            f"{path}: variants[{i}] ('{name}') evaluates '{v['eval_of']}', defined later or never"
+        )
+    if v.get("fusion") not in (None, *FUSIONS):
+        raise GGRConfigError(
+            f"{path}: variants[{i}] ('{name}').fusion must be one of {list(FUSIONS)}, got {v['fusion']!r}"
+        )
+    return Variant(name, dict(v.get("model") or {}), v.get("eval_of"), v.get("fusion"))
+
+
 def load_ablation_spec(path: str | Path, overrides: list[str] | None = None) -> AblationSpec:
-    """Reads an ablation YAML (see the module docstring); unknown keys are errors."""
+    """Reads an ablation YAML (see the module docstring), checking everything before any training:
+    the base experiment, and the base with each variant's `model` (named `variants[i]`).
+
+    Raises:
+        `GGRFileNotFoundError`: the file or its base experiment does not exist.
+        `GGRConfigError`: an unknown key, a value of the wrong type, or a variant's bad model field.
+    """
     path = Path(path)
-    d = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(d) - {"base", "overrides", "seeds", "split_k", "variants"})
+    d = read_yaml_mapping(path, "ablation config", "keys base, overrides, seeds, split_k, variants")
+    unknown = sorted(str(k) for k in set(d) - {"base", "overrides", "seeds", "split_k", "variants"})
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}")
+        raise GGRConfigError(
+            f"{path}: unknown key(s) {unknown}; allowed: base, overrides, seeds, split_k, variants"
+        )
+    if not isinstance(d.get("base"), str):
+        raise GGRConfigError(
+            f"{path}: base must name an experiment YAML (relative to this file), got {d.get('base')!r}"
+        )
     base_path = (path.parent / d["base"]).resolve()
-    base = yaml.safe_load(base_path.read_text()) or {}
-    for section, values in (d.get("overrides") or {}).items():
+    base = read_yaml_mapping(base_path, f"{path}: base experiment", "sections data, model, training")
+    extra = d.get("overrides") or {}
+    if not isinstance(extra, dict) or not all(isinstance(x, dict) for x in extra.values()):
+        raise GGRConfigError(f"{path}: overrides must map sections to mappings of key: value, got {extra!r}")
+    for section, values in extra.items():
         base.setdefault(section, {}).update(values)
     if "split_k" in d:
         base.setdefault("data", {})["split_k"] = d["split_k"]
     base = apply_overrides(base, overrides)
-    variants = []
+    seeds = d.get("seeds") or [0]
+    if not isinstance(seeds, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds
+    ):
+        raise GGRConfigError(f"{path}: seeds must be a list of integers >= 0, got {seeds!r}")
+    if not isinstance(d.get("variants") or [], list):
+        raise GGRConfigError(
+            f"{path}: variants must be a list of mappings with 'name', got {d['variants']!r}"
+        )
+    variants: list[Variant] = []
     names: set[str] = set()
     for i, v in enumerate(d.get("variants") or []):
-        extra = sorted(set(v) - {"name", "model", "eval_of", "fusion"})
-        if extra or "name" not in v:
-            raise ValueError(
-                f"{path}: variants[{i}] needs 'name' and allows model, eval_of, fusion; got {extra}"
-            )
-        if v.get("eval_of") and v["eval_of"] not in names:
-            raise ValueError(
-                f"{path}: variants[{i}] ('{v['name']}') evaluates '{v['eval_of']}', defined later or never"
-            )
-        names.add(v["name"])
-        variants.append(Variant(v["name"], dict(v.get("model") or {}), v.get("eval_of"), v.get("fusion")))
+        variants.append(_check_variant(path, i, v, names))
+        names.add(variants[-1].name)
     if not variants:
-        raise ValueError(f"{path}: no variants")
-    return AblationSpec(
-        base=experiment_config_from_dict(base, str(base_path)),
-        seeds=list(d.get("seeds") or [0]),
-        variants=variants,
-        source=str(path),
-    )
+        raise GGRConfigError(f"{path}: no variants; list at least one under 'variants'")
+    base_config = experiment_config_from_dict(base, str(base_path))
+    for i, variant in enumerate(variants):
+        d_variant = base_config.to_dict()
+        d_variant["model"].update(variant.model)
+        experiment_config_from_dict(d_variant, f"{path}: variants[{i}] ('{variant.name}')")
+    return AblationSpec(base=base_config, seeds=list(seeds), variants=variants, source=str(path))
 
 
 def run_ablation(spec: AblationSpec, output_dir: str | Path, report: Report | None = None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "evaluator_metric_names",
     "experiment_config_from_dict",
     "load_experiment_config",
+    "read_yaml_mapping",
 ]
 
 
@@ -80,6 +81,13 @@ class DataArguments:
     max_users: int | None = None
     synthetic: dict = field(default_factory=dict)
     timestamp_unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.min_seq_len) < 0:
+            raise GGRConfigError(f"data.min_seq_len must be >= 0, got {self.min_seq_len!r}")
+        if self.max_users is not None and int(self.max_users) < 1:
+            # 0 would read as "no limit" (a falsy cap) and silently keep every user.
+            raise GGRConfigError(f"data.max_users must be >= 1 or null, got {self.max_users!r}")
 
 
 @dataclass
@@ -419,21 +427,41 @@ def apply_overrides(d: dict[str, Any], overrides: list[str] | None) -> dict[str,
     return d
 
 
-def load_experiment_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Reads an experiment YAML file (see the module docstring) and applies the `--set` overrides.
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so `epochs: 1` above `epochs: 20` would be lost without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict[str, Any]:
+    """Reads a YAML file whose top level is a mapping (an empty file is an empty mapping).
+
+    Args:
+        path (`str` or `Path`): the file.
+        what (`str`): what the file is, for the messages (e.g. `"experiment config"`).
+        expected (`str`): what the top level holds, for the messages (e.g. `"sections data, model, training"`).
 
     Raises:
         `GGRFileNotFoundError`: `path` does not exist.
-        `GGRConfigError`: the file is not readable YAML, or any field is wrong (see
-            `experiment_config_from_dict`); a value given by an override is named by that override.
+        `GGRConfigError`: `path` is a folder, not UTF-8, not valid YAML, or not a mapping.
     """
     path = Path(path)
     if not path.exists():
-        raise GGRFileNotFoundError(f"experiment config {path} does not exist; pass the path of a YAML file")
+        raise GGRFileNotFoundError(f"{what} {path} does not exist; pass the path of a YAML file")
     if not path.is_file():
-        raise GGRConfigError(f"experiment config {path} is not a file; pass the path of a YAML file")
+        raise GGRConfigError(f"{what} {path} is not a file; pass the path of a YAML file")
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        d = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as err:
         raise GGRConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from err
     except yaml.YAMLError as err:
@@ -443,7 +471,20 @@ def load_experiment_config(path: str | Path, overrides: list[str] | None = None)
     if d is None:
         d = {}
     if not isinstance(d, dict):
-        raise GGRConfigError(f"{path}: the top level must be a mapping with sections data, model, training")
+        raise GGRConfigError(f"{path}: the top level must be a mapping with {expected}")
+    return d
+
+
+def load_experiment_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Reads an experiment YAML file (see the module docstring) and applies the `--set` overrides.
+
+    Raises:
+        `GGRFileNotFoundError`: `path` does not exist.
+        `GGRConfigError`: the file is not readable YAML, or any field is wrong (see
+            `experiment_config_from_dict`); a value given by an override is named by that override.
+    """
+    path = Path(path)
+    d = read_yaml_mapping(path, "experiment config", "sections data, model, training")
     origins = {}
     for item in overrides or []:
         keys, _ = _split_override(item)

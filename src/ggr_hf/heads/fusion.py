@@ -8,6 +8,8 @@ reference (score everything, mask, reduce); the tests check that both agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ggr_hf.errors import GGRInputError
@@ -118,3 +120,128 @@ def fuse_scores_dense(
     scores[:, 0] = float("-inf")
     head_index[:, 0] = -1
     return scores, head_index
+
+
+@dataclass
+class FusionIndex:
+    """The catalogue ordered by *compatibility signature* (the set of heads that may score an item),
+    for exact fused top-k without a users x items score matrix.
+
+    Items with the same signature form one contiguous block of `table`; a block is scored by exactly
+    its compatible heads in one product, so the work is the useful work (2 x d FLOPs per compatible
+    (user, head, item) triple) with no gather of embedding rows at query time, and each item's fused
+    score is complete within its block.
+
+    Attributes:
+        order (`torch.LongTensor` of shape `(n,)`): item ids in block order (items no head may score,
+            and the padding row, are left out).
+        position (`torch.LongTensor` of shape `(num_items + 1,)`): each item id's index in `order`, -1
+            where absent.
+        table (`torch.FloatTensor` of shape `(n, hidden_size)`): `item_embeddings[order]`, contiguous.
+        blocks (`list` of `(start, end, heads)`): each block's slice of `order` and its compatible
+            heads (`torch.LongTensor` of shape `(h_b,)`).
+    """
+
+    order: torch.Tensor
+    position: torch.Tensor
+    table: torch.Tensor
+    blocks: list[tuple[int, int, torch.Tensor]]
+
+
+def build_fusion_index(item_embeddings: torch.Tensor, compatible: torch.Tensor) -> FusionIndex:
+    """Orders the catalogue into signature blocks (see [`FusionIndex`]).
+
+    Args:
+        item_embeddings (`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`): row 0 padding.
+        compatible (`torch.BoolTensor` of shape `(num_items + 1, num_heads)`): item-head compatibility.
+    """
+    mask = compatible.clone()
+    mask[0] = False
+    signatures, signature_of = torch.unique(mask, dim=0, return_inverse=True)  # [S, H], [I+1]
+    order = torch.argsort(signature_of, stable=True)
+    order = order[signatures[signature_of[order]].any(1)]  # items some head may score
+    counts = torch.bincount(signature_of[order], minlength=len(signatures)).tolist()
+    blocks, start = [], 0
+    for s, n in enumerate(counts):
+        if n:
+            blocks.append((start, start + n, signatures[s].nonzero(as_tuple=True)[0]))
+            start += n
+    position = torch.full((mask.shape[0],), -1, dtype=torch.long, device=order.device)
+    position[order] = torch.arange(len(order), device=order.device)
+    table = item_embeddings.index_select(0, order).contiguous()
+    return FusionIndex(order=order, position=position, table=table, blocks=blocks)
+
+
+def fused_topk(
+    queries: torch.Tensor,
+    index: FusionIndex,
+    k: int,
+    head_active: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    fusion: str = "max",
+    chunk_size: int = 32768,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exact top-k of the fused scores, block by block with a running top-k.
+
+    Gives the items, scores and attributions that `fuse_scores` (or `fuse_scores_dense`), the removal
+    of `exclude` and a `topk` give (up to the order of equal scores), without materialising the
+    `(batch_size, num_items)` scores: memory is `batch_size x max heads per item x chunk_size`.
+
+    Args:
+        queries (`torch.FloatTensor` of shape `(batch_size, num_heads, hidden_size)`): normalised head
+            queries, times the logit scale if wanted.
+        index (`FusionIndex`): from [`build_fusion_index`] on the same item embeddings.
+        k (`int`): list length.
+        head_active (`torch.BoolTensor` of shape `(batch_size, num_heads)`, *optional*): heads allowed
+            for each user.
+        exclude (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): item ids to leave out
+            (0 ignored), e.g. the history.
+        fusion (`str`): `"max"` or `"mean"` over a user's active compatible heads.
+        chunk_size (`int`): items scored at once within a block.
+
+    Returns:
+        scores (`torch.FloatTensor` of shape `(batch_size, k)`), item_ids (`torch.LongTensor` of shape
+        `(batch_size, k)`) and head_index (`torch.LongTensor` of shape `(batch_size, k)`), best first;
+        where fewer than `k` items can be recommended the tail holds `-inf`, item 0 and head -1.
+    """
+    if fusion not in ("max", "mean"):
+        raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
+    bsz, device = queries.shape[0], queries.device
+    best = torch.full((bsz, k), float("-inf"), dtype=queries.dtype, device=device)
+    best_item = torch.zeros((bsz, k), dtype=torch.long, device=device)
+    best_head = torch.full((bsz, k), -1, dtype=torch.long, device=device)
+    # Each excluded item's place in the block order (-1: absent, never scored anyway).
+    excluded = None if exclude is None else index.position.to(device)[exclude]  # [B, n]
+    for start, end, heads in index.blocks:
+        heads = heads.to(device)
+        q = queries.index_select(1, heads)  # [B, h_b, d]
+        active = None if head_active is None else head_active.index_select(1, heads).unsqueeze(-1)
+        for lo in range(start, end, chunk_size):
+            hi = min(end, lo + chunk_size)
+            # One (B * h_b, d) x (d, n) product rather than h_b batched ones: the larger GEMM runs
+            # closer to the machine's peak.
+            s = torch.mm(q.reshape(-1, q.shape[-1]), index.table[lo:hi].T).view(bsz, q.shape[1], -1)
+            if active is not None:
+                s = s.masked_fill(~active, float("-inf"))
+            if s.shape[1] == 1:  # a single compatible head: no reduction to do
+                top, arg = s[:, 0], torch.zeros(s.shape[0], s.shape[2], dtype=torch.long, device=device)
+            else:
+                top, arg = s.max(dim=1)  # [B, n]; the attribution is the best head in both fusions
+            if fusion == "mean":
+                total = s.masked_fill(torch.isinf(s), 0.0).sum(1)
+                count = float(s.shape[1]) if active is None else active.sum(1).to(s.dtype).clamp(min=1)
+                top = torch.where(torch.isfinite(top), total / count, top)
+            if excluded is not None:
+                rows, cols = ((excluded >= lo) & (excluded < hi)).nonzero(as_tuple=True)
+                top[rows, excluded[rows, cols] - lo] = float("-inf")
+            n_top = min(k, hi - lo)
+            chunk_best, pick = top.topk(n_top, dim=1)
+            merged = torch.cat([best, chunk_best], dim=1)
+            merged_item = torch.cat([best_item, index.order[lo:hi].to(device)[pick]], dim=1)
+            merged_head = torch.cat([best_head, heads[arg.gather(1, pick)]], dim=1)
+            best, keep = merged.topk(k, dim=1)
+            best_item, best_head = merged_item.gather(1, keep), merged_head.gather(1, keep)
+    missing = torch.isinf(best) & (best < 0)
+    best_item = best_item.masked_fill(missing, 0)
+    best_head = best_head.masked_fill(missing, -1)
+    return best, best_item, best_head

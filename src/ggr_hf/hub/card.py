@@ -96,6 +96,7 @@ def load_metrics(
     """
     if source is None:
         return {}, None, None
+    path = None
     if not isinstance(source, dict):
         path = Path(source)
         try:
@@ -118,6 +119,13 @@ def load_metrics(
         and key not in _NON_METRIC_KEYS
         and math.isfinite(float(value))
     }
+    if path is not None and not metrics:
+        # A file named on purpose that yields nothing would leave the card without results, silently.
+        shown = {k: v for k, v in list(source.items())[:3]}
+        raise GGRInputError(
+            f'{path} holds no finite numeric metrics (e.g. {{"ndcg@10": 0.05}}), got {shown!r}; '
+            "pass the JSON written by `ggr-hf evaluate --output` or a run's results.json"
+        )
     return metrics, split, dataset
 
 
@@ -529,9 +537,19 @@ def _dataset_from_training(training_args: dict[str, Any]) -> str | None:
     return None
 
 
+# Image formats a Hub model card (Markdown) displays.
+FIGURE_SUFFIXES = frozenset({".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp"})
+
+
 def _figure_files(figures: dict[str, str | os.PathLike]) -> list[tuple[str, str]]:
     """`(caption, file name)` of each figure; two figures may not share a file name beside the card."""
     names = [(str(caption), Path(path).name) for caption, path in figures.items()]
+    for caption, path in figures.items():
+        if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
+            raise GGRInputError(
+                f"figure {caption!r}: {path} is not an image the card can show; pass a "
+                f"{', '.join(sorted(FIGURE_SUFFIXES))} file"
+            )
     seen: dict[str, str] = {}
     for caption, name in names:
         if name in seen:

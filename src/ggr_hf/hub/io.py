@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
-from ggr_hf.errors import GGRFileNotFoundError, GGRModelFolderError
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError, GGRModelFolderError, UnreadableWeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -148,8 +148,9 @@ def check_safetensors(path: Path) -> list[str]:
     """Reads a safetensors header (not the tensors) and returns its keys.
 
     Raises:
-        `GGRFileNotFoundError` when the file is missing; `OSError` naming the file when it is
-        truncated or not a safetensors file.
+        `GGRFileNotFoundError` when the file is missing; `UnreadableWeightsError` (a
+        `GGRModelFolderError` and an `OSError`) naming the file when it is truncated or not a
+        safetensors file.
     """
     if not path.is_file():
         raise GGRFileNotFoundError(f"{path} is missing: the repo has no weights")
@@ -157,7 +158,7 @@ def check_safetensors(path: Path) -> list[str]:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
     except (SafetensorError, OSError) as err:
-        raise OSError(
+        raise UnreadableWeightsError(
             f"{path} is not a readable safetensors file ({err}); it is truncated or corrupted: "
             "download or save it again"
         ) from err
@@ -172,7 +173,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise OSError(
+        raise UnreadableWeightsError(
             f"{path} could not be read ({err}); it is corrupted: download or save it again"
         ) from err
 
@@ -248,8 +249,25 @@ def model_files(folder: Path) -> list[Path]:
     return files + weight_files(folder)
 
 
+def check_save_target(target: str | os.PathLike) -> None:
+    """Refuses a save folder that is a file, or lies under one, before anything is written.
+
+    Raises:
+        `GGRInputError` naming the path.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise GGRInputError(f"{target} is a file, not a folder: pass a folder to save the model into")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise GGRInputError(f"cannot save into {target}: {parent} is a file, not a folder")
+            break
+
+
 def staging_dir(target: Path) -> Path:
     """A new hidden folder beside `target` (same file system, so [`commit_folder`] can rename)."""
+    check_save_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
 

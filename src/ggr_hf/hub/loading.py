@@ -311,14 +311,21 @@ def _checked(
         if info.get(name)
     }
     if strict and problems:
-        details = "; ".join(f"{name}: {keys}" for name, keys in problems.items())
+        details = "; ".join(f"{name}: {_first_keys(keys)}" for name, keys in problems.items())
         raise GGRModelFolderError(
-            f"{folder} does not match {what} ({details}). Nothing was loaded with random "
+            f"{folder}: its weights do not match the model its config.json describes ({what}; {details}); "
+            "restore the config.json saved with these weights. Nothing was loaded with random "
             "weights; pass strict=False to accept initialised values for missing keys."
         )
     if problems:
         logger.warning("Loaded %s with strict=False: %s", folder, problems)
     return model, info
+
+
+def _first_keys(keys: list[str], shown: int = 3) -> str:
+    """A few key names and how many more (a message names the keys, it does not dump them)."""
+    more = f" (and {len(keys) - shown} more)" if len(keys) > shown else ""
+    return f"{keys[:shown]}{more}"
 
 
 def load_ggr(

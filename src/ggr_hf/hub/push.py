@@ -20,14 +20,16 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from ggr_hf import __version__
 from ggr_hf.configuration_heads import HEADS_MODEL_TYPE, GGRHeadsConfig
-from ggr_hf.errors import GGRInputError
+from ggr_hf.errors import GGRFileNotFoundError, GGRInputError, GGRModelFolderError
 from ggr_hf.hub.card import render_model_card
 from ggr_hf.hub.io import (
     CARD_NAME,
@@ -124,6 +126,12 @@ def push_model_to_hub(
     Returns:
         `huggingface_hub.CommitInfo`.
     """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise GGRInputError(
+            f"repo_id {repo_id!r} is not a Hub model id ({' '.join(str(err).split())}); pass 'namespace/name'"
+        ) from None
     api = HfApi(token=token)
     card_kwargs: dict[str, Any] = dict(card_data or {})
     card_kwargs.setdefault("repo_id", repo_id)
@@ -133,8 +141,12 @@ def push_model_to_hub(
     model_object = model
     if isinstance(model, (str, os.PathLike)):
         source = Path(model)
+        if not source.exists():
+            raise GGRFileNotFoundError(f"model folder {source} does not exist: check the path")
         if not source.is_dir():
-            raise FileNotFoundError(f"{source} is not a folder")
+            raise GGRModelFolderError(
+                f"{source} is a file, not a model folder: pass the folder holding config.json"
+            )
         source_type = read_config_dict(source).get("model_type")
         if source_type == HEADS_MODEL_TYPE:
             heads_only = True

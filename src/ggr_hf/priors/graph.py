@@ -86,6 +86,20 @@ def item_cooccurrence_edges(
     return edges, counts.astype(np.float64)
 
 
+def check_clustering_fields(spec: dict[str, Any], fail: Callable[[str], ValueError]) -> None:
+    """The Leiden fields a graph-clustered prior accepts: `resolution > 0`, integer `seed`,
+    integer `min_weight >= 1` (each optional)."""
+    resolution = spec.get("resolution", 1.0)
+    if not isinstance(resolution, (int, float)) or isinstance(resolution, bool) or not resolution > 0:
+        raise fail(f"resolution must be a number > 0, got {resolution!r}")
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise fail(f"seed must be an integer, got {seed!r}")
+    min_weight = spec.get("min_weight", 1)
+    if not isinstance(min_weight, int) or isinstance(min_weight, bool) or min_weight < 1:
+        raise fail(f"min_weight must be an integer >= 1, got {min_weight!r}")
+
+
 @register_prior
 class GraphPrior(Prior):
     """`{"type": "graph", "resolution": 1.0, "seed": 0, "min_weight": 1}`."""
@@ -101,6 +115,7 @@ class GraphPrior(Prior):
     @classmethod
     def check_spec(cls, spec: dict[str, Any], fail: Callable[[str], ValueError]) -> None:
         check_missing_rule(spec, fail)
+        check_clustering_fields(spec, fail)
 
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         if split is None:

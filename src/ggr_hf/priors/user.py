@@ -16,7 +16,7 @@ import torch
 
 from ggr_hf.errors import GGRConfigError, GGRDataError, GGRInputError
 from ggr_hf.priors.base import Prior, PriorContext, ResolvedPrior, as_value_list, register_prior, value_equals
-from ggr_hf.priors.graph import leiden_communities
+from ggr_hf.priors.graph import check_clustering_fields, leiden_communities
 from ggr_hf.priors.item import check_missing_rule, resolve_groups
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class UserPrior(Prior):
         if source == "attribute" and not spec.get("field"):
             raise fail("a user prior needs 'field' (a user-table column) or source: graph")
         check_missing_rule(spec, fail)
+        if source == "graph":
+            check_clustering_fields(spec, fail)
 
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         spec = copy.deepcopy(self.spec)

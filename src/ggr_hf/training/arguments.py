@@ -102,6 +102,18 @@ class GGRTrainingArguments:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs", "negative_draws"):
             if int(getattr(self, name)) < 1:
                 raise GGRConfigError(f"training.{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.log_every) < 1:
+            # The loop logs every `step % log_every == 0`: 0 would divide by zero mid-run.
+            raise GGRConfigError(f"training.log_every must be >= 1, got {self.log_every!r}")
+        if int(self.patience) < 0:
+            raise GGRConfigError(
+                f"training.patience must be >= 0 (0: never stop early), got {self.patience!r}"
+            )
+        if int(self.max_steps) != -1 and int(self.max_steps) < 1:
+            raise GGRConfigError(f"training.max_steps must be -1 (no limit) or >= 1, got {self.max_steps!r}")
+        if not str(self.output_dir).strip():
+            # An empty path is the working directory: the run would write beside whatever is there.
+            raise GGRConfigError(f"training.output_dir must name a folder, got {self.output_dir!r}")
         if int(self.checkpoint_every_epochs) < 0:
             raise GGRConfigError(
                 f"training.checkpoint_every_epochs must be >= 0, got {self.checkpoint_every_epochs!r}"

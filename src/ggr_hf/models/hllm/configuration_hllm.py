@@ -8,6 +8,7 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 from ggr_hf.configuration_utils import reject_unknown_keys
+from ggr_hf.errors import GGRConfigError
 
 # Keys of a nested transformers config that say where or how it was saved, not what the model is.
 # `dtype` is dropped on purpose: the precision is chosen when the GGR model is loaded or by accelerate's
@@ -54,19 +55,19 @@ def _resolve_llm(
         try:
             value = AutoConfig.from_pretrained(path)
         except Exception as err:  # OSError, ValueError, EnvironmentError from hub / config parsing
-            raise ValueError(
+            raise GGRConfigError(
                 f"HLLMConfig.{field}: cannot load a transformers config from {path!r} (neither a local model "
                 f"directory with a config.json nor a reachable Hub id): {err}"
             ) from err
     if isinstance(value, PretrainedConfig):
         value = value.to_dict()
     if not isinstance(value, dict):
-        raise ValueError(
+        raise GGRConfigError(
             f"HLLMConfig.{field} must be a path, a Hub id, a transformers config or its dict, got {type(value).__name__}"
         )
     value = copy.deepcopy(value)
     if "model_type" not in value:
-        raise ValueError(
+        raise GGRConfigError(
             f"HLLMConfig.{field} needs a 'model_type' (e.g. the output of Qwen2Config(...).to_dict())"
         )
     for key in _NESTED_DROP:
@@ -223,7 +224,7 @@ class HLLMConfig(PretrainedConfig):
             int(self.user_llm["hidden_size"]) if self.user_llm and "hidden_size" in self.user_llm else None
         )
         if hidden_size is not None and derived is not None and int(hidden_size) != derived:
-            raise ValueError(
+            raise GGRConfigError(
                 f"HLLMConfig.hidden_size is the user LLM's hidden size ({derived}); got {hidden_size}. "
                 "Change user_llm instead."
             )
@@ -267,7 +268,7 @@ class HLLMConfig(PretrainedConfig):
                 continue
             names = LORA_TARGETS.get(llm["model_type"])
             if names is None:
-                raise ValueError(
+                raise GGRConfigError(
                     f"HLLMConfig.lora_target_modules: peft has no default for model_type {llm['model_type']!r}; "
                     "name the modules (e.g. ['q_proj', 'v_proj'])"
                 )
@@ -277,7 +278,7 @@ class HLLMConfig(PretrainedConfig):
     def item_llm_config(self) -> PretrainedConfig:
         """The item LLM's transformers config."""
         if self.item_llm is None:
-            raise ValueError(
+            raise GGRConfigError(
                 "HLLMConfig.item_llm is not set: give a transformers config dict (e.g. Qwen2Config(...).to_dict()) "
                 "or a local path / Hub id of a causal LM"
             )
@@ -286,7 +287,7 @@ class HLLMConfig(PretrainedConfig):
     def user_llm_config(self) -> PretrainedConfig:
         """The user LLM's transformers config."""
         if self.user_llm is None:
-            raise ValueError(
+            raise GGRConfigError(
                 "HLLMConfig.user_llm is not set (it only defaults to item_llm when item_llm is a decoder): give a "
                 "decoder-only causal LM config dict, path or Hub id"
             )
@@ -297,16 +298,16 @@ class HLLMConfig(PretrainedConfig):
         return int(self.item_llm_config().hidden_size)
 
     def validate_fields(self) -> None:
-        """Raises `ValueError` naming the first invalid field."""
+        """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
 
         def positive_int(name: str) -> None:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"HLLMConfig.{name} must be a positive integer, got {value!r}")
+                raise GGRConfigError(f"HLLMConfig.{name} must be a positive integer, got {value!r}")
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
-                raise ValueError(
+                raise GGRConfigError(
                     f"HLLMConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
 
@@ -323,34 +324,34 @@ class HLLMConfig(PretrainedConfig):
         choice("item_pooling", ITEM_POOLINGS)
         choice("llm_attn_implementation", ATTN_IMPLEMENTATIONS)
         if not 0.0 <= float(self.lora_dropout) < 1.0:
-            raise ValueError(f"HLLMConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+            raise GGRConfigError(f"HLLMConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if float(self.initializer_range) <= 0:
-            raise ValueError(f"HLLMConfig.initializer_range must be > 0, got {self.initializer_range!r}")
+            raise GGRConfigError(f"HLLMConfig.initializer_range must be > 0, got {self.initializer_range!r}")
         if not self.item_text_fields or not all(isinstance(f, str) and f for f in self.item_text_fields):
-            raise ValueError(
+            raise GGRConfigError(
                 f"HLLMConfig.item_text_fields must be non-empty names, got {self.item_text_fields!r}"
             )
         if self.freeze_item_llm and self.lora_item:
-            raise ValueError(
+            raise GGRConfigError(
                 "HLLMConfig.freeze_item_llm and lora_item exclude each other: a frozen item LLM trains nothing"
             )
         if self.item_llm is not None:
             kind = llm_kind(self.item_llm["model_type"])
             if kind == "other":
-                raise ValueError(
+                raise GGRConfigError(
                     f"HLLMConfig.item_llm: model_type {self.item_llm['model_type']!r} is neither a causal LM nor a "
                     "text encoder that transformers knows (AutoModelForCausalLM / AutoModelForMaskedLM)"
                 )
         if self.user_llm is not None:
             kind = llm_kind(self.user_llm["model_type"])
             if kind != "decoder":
-                raise ValueError(
+                raise GGRConfigError(
                     f"HLLMConfig.user_llm must be a decoder-only causal LM (Qwen2, Qwen3, Llama, ...); model_type "
                     f"{self.user_llm['model_type']!r} is {'a bidirectional encoder' if kind == 'encoder' else 'not a causal LM'}, "
                     "which would let each position see the items it has to predict"
                 )
             max_pos = self.user_llm.get("max_position_embeddings")
             if max_pos is not None and self.max_seq_len > int(max_pos):
-                raise ValueError(
+                raise GGRConfigError(
                     f"HLLMConfig.max_seq_len ({self.max_seq_len}) exceeds the user LLM's max_position_embeddings ({max_pos})"
                 )

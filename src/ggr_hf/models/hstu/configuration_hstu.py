@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from ggr_hf.configuration_utils import reject_unknown_keys
+from ggr_hf.errors import GGRConfigError
 
 
 class HSTUConfig(PretrainedConfig):
@@ -77,7 +78,7 @@ class HSTUConfig(PretrainedConfig):
         self.validate_fields()
 
     def validate_fields(self) -> None:
-        """Raises `ValueError` naming the first invalid field."""
+        """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
         for name in (
             "num_items",
             "hidden_size",
@@ -90,8 +91,10 @@ class HSTUConfig(PretrainedConfig):
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"HSTUConfig.{name} must be a positive integer, got {value!r}")
+                raise GGRConfigError(f"HSTUConfig.{name} must be a positive integer, got {value!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"HSTUConfig.dropout must be in [0, 1), got {self.dropout!r}")
+            raise GGRConfigError(f"HSTUConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if float(self.time_bucket_divisor) <= 0:
-            raise ValueError(f"HSTUConfig.time_bucket_divisor must be > 0, got {self.time_bucket_divisor!r}")
+            raise GGRConfigError(
+                f"HSTUConfig.time_bucket_divisor must be > 0, got {self.time_bucket_divisor!r}"
+            )

@@ -52,23 +52,32 @@ class HSTURelativeBias(nn.Module):
         buckets = torch.floor(torch.log(dt) / self.time_bucket_divisor).long()
         return buckets.clamp(0, self.num_time_buckets)
 
-    def forward(self, timestamps: torch.Tensor, query_timestamps: torch.Tensor) -> torch.Tensor:
-        """
+    def indices(
+        self, timestamps: torch.Tensor, query_timestamps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias's lookup indices, the same for every layer (each layer has its own weights):
+        computed once per forward, not once per layer.
+
         Args:
             timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`): event times in seconds.
             query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`): request time of
                 each position's prediction.
 
         Returns:
-            `torch.FloatTensor` of shape `(batch_size, seq_len, seq_len)`: bias for query `i`, key `j`.
+            offset (`torch.LongTensor` of shape `(seq_len, seq_len)`): `i - j`, clamped;
+            buckets (`torch.LongTensor` of shape `(batch_size, seq_len, seq_len)`): time bucket of
+            `|ts_query(i) - ts_j|`.
         """
         seq_len = timestamps.shape[1]
         idx = torch.arange(seq_len, device=timestamps.device)
         offset = (idx[:, None] - idx[None, :]).clamp(0, self.max_seq_len - 1)  # [T, T]
-        pos_bias = self.position_weight[offset]  # [T, T]
         delta = query_timestamps[:, :, None] - timestamps[:, None, :]  # [B, T, T]
-        time_bias = self.time_weight[self.bucketize(delta)]  # [B, T, T]
-        return pos_bias.unsqueeze(0) + time_bias
+        return offset, self.bucketize(delta)
+
+    def forward(self, offset: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """`torch.FloatTensor` of shape `(batch_size, seq_len, seq_len)`: the bias of query `i`, key `j`
+        (arguments from [`~HSTURelativeBias.indices`])."""
+        return self.position_weight[offset].unsqueeze(0) + self.time_weight[buckets]
 
 
 class HSTUBlock(nn.Module):
@@ -80,7 +89,6 @@ class HSTUBlock(nn.Module):
         self.attention_dim = config.attention_dim
         self.linear_dim = config.linear_dim
         self.eps = config.layer_norm_eps
-        self.attention_norm = float(config.max_seq_len)
         width = self.num_heads * (2 * config.linear_dim + 2 * config.attention_dim)
         self.uvqk = nn.Linear(config.hidden_size, width, bias=False)
         self.output = nn.Linear(self.num_heads * config.linear_dim, config.hidden_size, bias=True)
@@ -90,15 +98,17 @@ class HSTUBlock(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor,
-        timestamps: torch.Tensor,
-        query_timestamps: torch.Tensor,
+        allowed: torch.Tensor,
+        offset: torch.Tensor,
+        buckets: torch.Tensor,
     ) -> torch.Tensor:
         """
         Args:
             hidden_states (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`)
-            attention_mask (`torch.BoolTensor` of shape `(batch_size, seq_len)`): True on real items.
-            timestamps, query_timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`)
+            allowed (`torch.FloatTensor` of shape `(batch_size, 1, seq_len, seq_len)`): `1 / n` where
+                query `i` may read key `j` (causal, real key), else 0: the mask with the attention
+                normaliser `n = config.max_seq_len` folded in.
+            offset, buckets: the relative-bias indices ([`~HSTURelativeBias.indices`]).
 
         Returns:
             `torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`.
@@ -115,12 +125,9 @@ class HSTUBlock(nn.Module):
         k = k.view(bsz, seq_len, self.num_heads, self.attention_dim).transpose(1, 2)
 
         scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, T, T]
-        scores = scores + self.relative_bias(timestamps, query_timestamps).unsqueeze(1)
-        weights = F.silu(scores) / self.attention_norm
-        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=hidden_states.device).tril()
-        allowed = causal[None, :, :] & attention_mask[:, None, :]  # [B, T(query), T(key)]
+        scores = scores + self.relative_bias(offset, buckets).unsqueeze(1)
         # Pointwise attention has no softmax, so masking is a multiplication by zero, not -inf.
-        weights = weights * allowed.unsqueeze(1).to(weights.dtype)
+        weights = F.silu(scores) * allowed
 
         attended = torch.matmul(weights, v)  # [B, H, T, Dv]
         attended = attended.transpose(1, 2).reshape(bsz, seq_len, lin)  # [B, T, H*Dv]
@@ -208,8 +215,20 @@ class HSTUModel(HSTUPreTrainedModel):
         x = self.item_embeddings(input_ids) * math.sqrt(self.config.hidden_size)
         x = x + self.position_embeddings(positions)[None]
         x = self.embedding_dropout(x) * attention_mask.unsqueeze(-1)
+        # What every layer reads the same way is computed once: the attention mask and the bias's
+        # lookup indices (a log over batch x seq_len x seq_len time deltas).
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=input_ids.device).tril()
+        allowed = (causal[None, :, :] & attention_mask[:, None, :]).unsqueeze(1).to(x.dtype)  # [B, 1, T, T]
+        # A / n with n the configured length (not the batch's): one product per layer instead of a
+        # division and a product over (batch, heads, T, T), forward and backward.
+        allowed = allowed / float(self.config.max_seq_len)
+        offset, buckets = (
+            self.blocks[0].relative_bias.indices(timestamps, query_timestamps)
+            if self.blocks
+            else (None, None)
+        )
         for block in self.blocks:
-            x = block(x, attention_mask, timestamps, query_timestamps)
+            x = block(x, allowed, offset, buckets)
             x = x * attention_mask.unsqueeze(-1)
         x = F.normalize(x, dim=-1)
         if return_dict is False:
