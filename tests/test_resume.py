@@ -25,6 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ggr_hf.training.checkpoints import TRAINER_STATE_NAME, latest_checkpoint
+from tests.training.tiny import tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240
@@ -77,35 +78,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def tiny_config(output_dir: Path) -> dict:
-    return {
-        "data": {
-            "dataset": "synthetic",
-            "split_k": 1,
-            "synthetic": {
-                "num_users": 40,
-                "num_items": 50,
-                "num_categories": 4,
-                "min_len": 12,
-                "max_len": 20,
-                "seed": 0,
-            },
-        },
-        "model": {
-            "backbone_config": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 10, "dropout": 0.2},
-            "priors": [{"type": "item", "field": "genres"}],
-            "num_negatives": 8,
-        },
-        "training": {
-            "epochs": 3,
-            "batch_size": 8,
-            "learning_rate": 3e-3,
-            "eval_batch_size": 64,
-            "checkpoint_every_epochs": 1,
-            "cpu": True,
-            "progress": False,
-            "output_dir": str(output_dir),
-        },
-    }
+    return tiny_experiment(output_dir, dropout=0.2, epochs=3)
 
 
 @pytest.fixture(scope="module")

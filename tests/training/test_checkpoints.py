@@ -19,44 +19,13 @@ from ggr_hf.experiments.config import experiment_config_from_dict
 from ggr_hf.experiments.experiment import build_model, prepare_experiment, train_model
 from ggr_hf.training.arguments import GGRTrainingArguments
 from ggr_hf.training.checkpoints import TRAINER_STATE_NAME, latest_checkpoint
+from tests.training.tiny import tiny_experiment
 
 
 def tiny_config(output_dir: Path, hidden_size: int = 16, data_seed: int = 0, **training) -> dict:
-    return {
-        "data": {
-            "dataset": "synthetic",
-            "split_k": 1,
-            "synthetic": {
-                "num_users": 40,
-                "num_items": 50,
-                "num_categories": 4,
-                "min_len": 12,
-                "max_len": 20,
-                "seed": data_seed,
-            },
-        },
-        "model": {
-            "backbone_config": {
-                "hidden_size": hidden_size,
-                "num_layers": 1,
-                "max_seq_len": 10,
-                "dropout": 0.0,
-            },
-            "priors": [{"type": "item", "field": "genres"}],
-            "num_negatives": 8,
-        },
-        "training": {
-            "epochs": 2,
-            "batch_size": 8,
-            "learning_rate": 3e-3,
-            "eval_batch_size": 64,
-            "checkpoint_every_epochs": 1,
-            "cpu": True,
-            "progress": False,
-            "output_dir": str(output_dir),
-            **training,
-        },
-    }
+    return tiny_experiment(
+        output_dir, hidden_size=hidden_size, data_seed=data_seed, **{"epochs": 2, **training}
+    )
 
 
 @pytest.fixture(autouse=True)

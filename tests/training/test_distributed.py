@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from ggr_hf.experiments.config import experiment_config_from_dict
 from ggr_hf.experiments.experiment import build_model, prepare_experiment, run_experiment, train_model
 from ggr_hf.training.loop import latest_checkpoint
+from tests.training.tiny import tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
@@ -33,37 +34,7 @@ TOLERANCE = 1e-5
 
 
 def tiny_config(output_dir: Path, dropout: float = 0.0, **training) -> dict:
-    return {
-        "data": {
-            "dataset": "synthetic",
-            "split_k": 1,
-            "synthetic": {
-                "num_users": 40,
-                "num_items": 50,
-                "num_categories": 4,
-                "min_len": 12,
-                "max_len": 20,
-                "seed": 0,
-            },
-        },
-        "model": {
-            "backbone_config": {"hidden_size": 16, "num_layers": 1, "max_seq_len": 10, "dropout": dropout},
-            "priors": [{"type": "item", "field": "genres"}],
-            "num_negatives": 8,
-        },
-        "training": {
-            "epochs": 1,
-            "batch_size": 8,
-            "learning_rate": 3e-3,
-            "warmup_ratio": 0.0,
-            "eval_batch_size": 64,
-            "checkpoint_every_epochs": 1,
-            "cpu": True,
-            "progress": False,
-            "output_dir": str(output_dir),
-            **training,
-        },
-    }
+    return tiny_experiment(output_dir, dropout=dropout, **{"epochs": 1, "warmup_ratio": 0.0, **training})
 
 
 @pytest.fixture(autouse=True)

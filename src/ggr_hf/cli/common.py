@@ -15,26 +15,24 @@ if TYPE_CHECKING:
     from ggr_hf.modeling_ggr import GGRForRecommendation
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a bad value is argparse's usage error, exit 2)."""
+def _int_at_least(minimum: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is argparse's usage error, exit 2)."""
+    return _int_at_least(1, text)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0, e.g. a seed (a bad value is argparse's usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _int_at_least(0, text)
 
 
 def add_set_flag(parser: argparse.ArgumentParser, help: str = "override a config value") -> None:
