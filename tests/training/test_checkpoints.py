@@ -19,21 +19,13 @@ from ggr_hf.experiments.config import experiment_config_from_dict
 from ggr_hf.experiments.experiment import build_model, prepare_experiment, train_model
 from ggr_hf.training.arguments import GGRTrainingArguments
 from ggr_hf.training.checkpoints import TRAINER_STATE_NAME, latest_checkpoint
-from tests.training.tiny import tiny_experiment
+from tests.training.tiny import one_thread, tiny_experiment  # noqa: F401  (autouse fixture)
 
 
 def tiny_config(output_dir: Path, hidden_size: int = 16, data_seed: int = 0, **training) -> dict:
     return tiny_experiment(
         output_dir, hidden_size=hidden_size, data_seed=data_seed, **{"epochs": 2, **training}
     )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from ggr_hf.experiments.config import experiment_config_from_dict
 from ggr_hf.experiments.experiment import build_model, prepare_experiment, run_experiment, train_model
 from ggr_hf.training.loop import latest_checkpoint
-from tests.training.tiny import tiny_experiment
+from tests.training.tiny import one_thread, tiny_experiment  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
@@ -35,15 +35,6 @@ TOLERANCE = 1e-5
 
 def tiny_config(output_dir: Path, dropout: float = 0.0, **training) -> dict:
     return tiny_experiment(output_dir, dropout=dropout, **{"epochs": 1, "warmup_ratio": 0.0, **training})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: several threads only contend for the (shared) cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

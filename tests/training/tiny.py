@@ -1,9 +1,23 @@
-"""The tiny synthetic experiment the training, checkpoint and resume tests share."""
+"""The tiny synthetic experiment (and one-thread fixture) the training, checkpoint and resume tests share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Imported by a test module, runs its tests on one thread: the models are tiny, and several
+    threads only contend for the (shared) cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_experiment(

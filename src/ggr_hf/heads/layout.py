@@ -66,11 +66,6 @@ class HeadLayout:
         """Indices of the per-user priors; their columns in `user_groups` follow this order."""
         return [i for i, p in enumerate(self.plugins) if p.per_user]
 
-    @property
-    def horizon(self) -> int:
-        """Future items per position the heads learn (P): the largest any prior needs, at least 1."""
-        return max([p.horizon for p in self.plugins], default=1)
-
     def context(self, **kwargs) -> PriorContext:
         """A `PriorContext` for this layout (user-group columns filled in)."""
         columns = {i: j for j, i in enumerate(self.user_prior_indices)}

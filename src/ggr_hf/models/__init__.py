@@ -8,6 +8,7 @@ transformers model: ggr-hf's own (`hstu`, `hllm`) are registered here, a user's 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from ggr_hf.errors import GGRConfigError
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 SHIPPED_BACKBONES = ("hstu", "hllm")
 
 
+@functools.cache
 def register_backbone_configs() -> None:
-    """Registers the configs of the shipped backbones with `AutoConfig` (idempotent)."""
+    """Registers the configs of the shipped backbones with `AutoConfig`, once per process (every
+    `GGRConfig` asks for its backbone's config class through here)."""
     from ggr_hf.configuration_utils import register_model_type
     from ggr_hf.models.hllm.configuration_hllm import HLLMConfig
     from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
@@ -40,8 +43,10 @@ def shipped_backbones() -> list[tuple[type, type]]:
     return [(HSTUConfig, HSTUModel), (HLLMConfig, HLLMModel)]
 
 
+@functools.cache
 def register_backbone_models() -> None:
-    """Registers the shipped backbones with `AutoConfig` and `AutoModel` (idempotent)."""
+    """Registers the shipped backbones with `AutoConfig` and `AutoModel`, once per process (every
+    model build goes through here)."""
     from ggr_hf.configuration_utils import register_model_type
 
     for config_class, model_class in shipped_backbones():
