@@ -6,20 +6,19 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from ggr_hf.configuration_utils import backbone_fields, register_model_type, reject_unknown_keys
+from ggr_hf.configuration_recommender import RecommenderConfig
+from ggr_hf.configuration_utils import FUSIONS, register_model_type, reject_unknown_keys
 from ggr_hf.errors import GGRConfigError
-from ggr_hf.models import backbone_config_class
 from ggr_hf.priors import make_prior
 from ggr_hf.priors.spec import normalize_prior_specs, priors_resolved
 
 COMPOSITIONS = ("multiplicative", "hierarchical", "additive")
-FUSIONS = ("max", "mean")
 NEGATIVE_SAMPLING = ("in_group", "global")
 PRIOR_WEIGHTING = ("frequency", "uniform")
 HEAD_INITS = ("zero", "trunc_normal")
 
 
-class GGRConfig(PretrainedConfig):
+class GGRConfig(RecommenderConfig):
     r"""
     Configuration of [`GGRForRecommendation`]: a generative recommender backbone plus one light adapter
     head per value of each structured human prior.
@@ -112,33 +111,7 @@ class GGRConfig(PretrainedConfig):
         exclude_history: bool = True,
         **kwargs,
     ):
-        if isinstance(backbone_config, PretrainedConfig):
-            if backbone_type != backbone_config.model_type and backbone_type != "hstu":
-                raise GGRConfigError(
-                    f"GGRConfig.backbone_type {backbone_type!r} disagrees with the backbone_config's "
-                    f"model_type {backbone_config.model_type!r}"
-                )
-            # A config object names its own type; "hstu" is only the default when none is given.
-            backbone_type = backbone_config.model_type
-        config_cls = backbone_config_class(backbone_type)
-        self.backbone_type = backbone_type
-        if isinstance(backbone_config, PretrainedConfig):
-            backbone_config = backbone_config.to_dict()
-        if backbone_config is not None and not isinstance(backbone_config, dict):
-            raise GGRConfigError(
-                "GGRConfig.backbone_config must be a dict of the backbone's fields (or a backbone "
-                f"config object), got {backbone_config!r} ({type(backbone_config).__name__})"
-            )
-        backbone_config = dict(backbone_config or {})
-        for key in ("model_type", "transformers_version", "architectures"):
-            backbone_config.pop(key, None)
-        backbone_config["num_items"] = num_items
-        # Built here so that a bad backbone field fails now, naming the field.
-        self._backbone = config_cls(**backbone_config)
-        # Every backbone field is saved, not only the ones given, so a later change of a default
-        # never changes a saved model.
-        self.backbone_config = backbone_fields(self._backbone)
-        self.num_items = num_items
+        self.set_backbone(backbone_type, backbone_config, num_items)
 
         self.priors = normalize_prior_specs(priors)
         self.composition = composition
@@ -159,32 +132,10 @@ class GGRConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.validate_fields()
 
-    def get_backbone_config(self) -> PretrainedConfig:
-        """The backbone's configuration object (an `HSTUConfig` for `backbone_type="hstu"`)."""
-        return backbone_config_class(self.backbone_type)(**self.backbone_config)
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self._backbone.hidden_size)
-
-    @property
-    def max_seq_len(self) -> int:
-        return int(self._backbone.max_seq_len)
-
     @property
     def horizon(self) -> int:
         """Number of future items each position is trained to predict (P); 1 without a temporal prior."""
         return max([make_prior(p, i).horizon for i, p in enumerate(self.priors)], default=1)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out.pop("_backbone", None)
-        return out
-
-    def to_diff_dict(self) -> dict[str, Any]:
-        out = super().to_diff_dict()
-        out.pop("_backbone", None)
-        return out
 
     def validate_fields(self) -> None:
         """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""

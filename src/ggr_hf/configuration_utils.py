@@ -6,6 +6,9 @@ from transformers import PretrainedConfig
 
 from ggr_hf.errors import GGRConfigError
 
+# How the scores of a model's queries (GGR heads, multi-interest vectors) combine per item.
+FUSIONS = ("max", "mean")
+
 # Keys that transformers itself writes into (or passes through) a config dictionary. Everything else
 # a config receives must be one of its own documented fields.
 _TRANSFORMERS_KEYS = frozenset(PretrainedConfig().to_dict()) | {

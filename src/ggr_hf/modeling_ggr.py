@@ -11,25 +11,21 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ggr_hf.configuration_ggr import FUSIONS, GGRConfig
+from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.configuration_utils import register_model_type
 from ggr_hf.errors import GGRDataError, GGRInputError
 from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
-from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fuse_scores_dense, fused_topk
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
 from ggr_hf.hub.io import check_save_target
 from ggr_hf.hub.loading import load_ggr, save_heads
 from ggr_hf.hub.push import push_model_to_hub
-from ggr_hf.losses import gather_negatives, infonce_loss, offset_weights, sample_negatives
-from ggr_hf.modeling_inputs import (
-    check_integer_tensor,
-    check_item_ids,
-    is_integer,
-    pad_histories,
-    user_groups_tensor,
-)
+from ggr_hf.losses import infonce_loss, offset_weights
+from ggr_hf.modeling_inputs import user_groups_tensor
+from ggr_hf.modeling_recommender import Recommendation, RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
 from ggr_hf.models.backbone import request_query_timestamps
+
+__all__ = ["GGRForRecommendation", "GGRItemGroups", "GGROutput", "GGRPreTrainedModel", "Recommendation"]
 
 
 @dataclass
@@ -49,23 +45,6 @@ class GGROutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     head_states: torch.FloatTensor | None = None
     num_pairs: int | None = None
-
-
-@dataclass
-class Recommendation:
-    """Top-k recommendations for a batch of users.
-
-    Attributes:
-        item_ids (`torch.LongTensor` of shape `(batch_size, k)`): internal item ids, best first.
-        scores (`torch.FloatTensor` of shape `(batch_size, k)`): fused scores.
-        head_index (`torch.LongTensor` of shape `(batch_size, k)`): the head that explains each item.
-        head_names (`list[list[str]]`): readable names of those heads, e.g. `"Comedy"`.
-    """
-
-    item_ids: torch.Tensor
-    scores: torch.Tensor
-    head_index: torch.Tensor
-    head_names: list[list[str]]
 
 
 class GGRItemGroups(nn.Module):
@@ -108,7 +87,7 @@ class GGRPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-class GGRForRecommendation(GGRPreTrainedModel):
+class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
     """A backbone (HSTU, ...) with one adapter head per prior value, trained with compatibility masks,
     in-group negatives and weighted multi-step losses, fused by max score at inference.
 
@@ -129,7 +108,6 @@ class GGRForRecommendation(GGRPreTrainedModel):
         # The head layout (each head's value in each prior) is derived from the config, not a
         # weight or buffer: it is rebuilt exactly by `__init__` and never needs restoring after load.
         self._head_values_on: dict[torch.device, torch.Tensor] = {}
-        self._fusion_index_cache: tuple[tuple, FusionIndex] | None = None
         self.post_init()
 
     # ------------------------------------------------------------------ Hub: loading, heads, push
@@ -209,13 +187,6 @@ class GGRForRecommendation(GGRPreTrainedModel):
         mask[0] = False
         return mask
 
-    def head_items(self) -> list[torch.Tensor | None]:
-        """Per head, the item ids it may score (`None`: every item)."""
-        if self.item_groups.num_priors == 0:
-            return [None] * self.num_heads
-        mask = self.head_item_mask()
-        return [mask[:, k].nonzero(as_tuple=True)[0] for k in range(self.num_heads)]
-
     def head_active(
         self, user_groups: torch.Tensor | None = None, target_event: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -292,17 +263,7 @@ class GGRForRecommendation(GGRPreTrainedModel):
         # whole catalogue, so in-group sampling only matters with an item-restricting prior.
         in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
         mask = head_item_mask if in_group else None
-        sample_device = mask.device if mask is not None else torch.device("cpu")
-        generators = [None]
-        if seeds is not None:
-            generators = [torch.Generator(device=sample_device).manual_seed(int(seed)) for seed in seeds]
-        draws = [
-            sample_negatives(mask, self.config.num_items, self.config.num_negatives, generator=g)
-            for g in generators
-        ]
-        # Moved before the gather: NCCL only gathers tensors on the GPU.
-        negatives = torch.cat(draws, dim=1).to(device)
-        return gather_negatives(negatives) if gather else negatives
+        return self.draw_negatives(mask, self.config.num_negatives, device, seeds, gather)
 
     def forward(
         self,
@@ -396,7 +357,15 @@ class GGRForRecommendation(GGRPreTrainedModel):
             return tuple(v for v in (loss, hidden, queries) if v is not None)
         return GGROutput(loss=loss, last_hidden_state=hidden, head_states=queries, num_pairs=num_pairs)
 
-    # ------------------------------------------------------------------ inference
+    # ------------------------------------------------------------------ inference (the scoring contract)
+
+    def item_table(self) -> torch.Tensor:
+        """`(num_items + 1, hidden_size)`: the backbone's L2-normalised item embeddings."""
+        return self.backbone.all_item_embeddings()
+
+    def scoring_tensors(self) -> list[torch.Tensor]:
+        """The backbone's weights and the item-group tables (what the fused top-k index depends on)."""
+        return [*self.backbone.parameters(), *self.backbone.buffers(), *self.item_groups.buffers()]
 
     def _last_states(
         self,
@@ -418,198 +387,21 @@ class GGRForRecommendation(GGRPreTrainedModel):
         ).last_hidden_state
         return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
 
-    def _queries(
+    def user_queries(
         self,
         input_ids: torch.Tensor,
         timestamps: torch.Tensor | None,
         query_timestamps: torch.Tensor | None,
-        user_groups: torch.Tensor | None,
+        user_groups: torch.Tensor | list | None,
         target_event: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scaled, normalised head queries at each history's end `(batch_size, num_heads, hidden_size)`
-        and the heads active for each user `(batch_size, num_heads)` (or `None`: all)."""
+        and the heads active for each user `(batch_size, num_heads)` (or `None`: all). `user_groups`
+        is checked against the model's user priors (see `recommend`)."""
+        user_groups = user_groups_tensor(self.layout, user_groups, input_ids.shape[0], input_ids.device)
         h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
         q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
         return q, self.head_active(user_groups, target_event)
-
-    def fusion_index(self) -> FusionIndex:
-        """The catalogue in compatibility-signature blocks for exact fused top-k, built once and
-        rebuilt when any backbone weight or item-group table changed (tracked through the tensors'
-        in-place version counters, which optimizer steps and `load_state_dict` bump). It holds a
-        reordered copy of the item table."""
-        tensors = [*self.backbone.parameters(), *self.backbone.buffers(), *self.item_groups.buffers()]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        if self._fusion_index_cache is None or self._fusion_index_cache[0] != key:
-            with torch.no_grad():
-                index = build_fusion_index(self.backbone.all_item_embeddings(), self.head_item_mask())
-            self._fusion_index_cache = (key, index)
-        return self._fusion_index_cache[1]
-
-    @torch.no_grad()
-    def score_items(
-        self,
-        input_ids: torch.LongTensor,
-        timestamps: torch.LongTensor | None = None,
-        query_timestamps: torch.LongTensor | None = None,
-        user_groups: torch.LongTensor | None = None,
-        target_event: torch.LongTensor | None = None,
-        exclude: torch.LongTensor | None = None,
-        fusion: str | None = None,
-        dense: bool = False,
-        topk: int | None = None,
-    ) -> tuple[torch.Tensor, ...]:
-        """Scores the whole catalogue for each history (or, with `topk`, returns only the best items).
-
-        Args:
-            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`): histories, right-padded.
-            timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*)
-            query_timestamps (`torch.LongTensor` of shape `(batch_size,)`, *optional*): request time.
-            user_groups (`torch.LongTensor` of shape `(batch_size, num_user_priors)`, *optional*)
-            target_event (`torch.LongTensor` of shape `(batch_size,)`, *optional*): the ORACLE
-                setting: only the true target event's heads. Leave it out for honest evaluation.
-            exclude (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): item ids to remove
-                (0 ignored), e.g. the full history.
-            fusion (`str`, *optional*): `"max"` or `"mean"`; defaults to `config.fusion`.
-            dense (`bool`): use the dense reference implementation.
-            topk (`int`, *optional*): return the exact top-`topk` of the fused scores instead, computed
-                block by block over the catalogue ([`~ggr_hf.heads.fusion.fused_topk`]) without a
-                `(batch_size, num_items)` score matrix.
-
-        Returns:
-            scores (`torch.FloatTensor` of shape `(batch_size, num_items + 1)`), head_index
-            (`torch.LongTensor` of the same shape); with `topk`: scores, item ids and head indices of
-            shape `(batch_size, topk)`, best first (`-inf`, item 0, head -1 where fewer items can be
-            recommended).
-
-        Raises:
-            `GGRInputError`: an argument of the wrong type or shape, an item id outside
-                `0..num_items` (0 only as right padding), a history without items, `user_groups`
-                missing (or given) for a model with (or without) user priors or outside their groups.
-        """
-        check_integer_tensor("input_ids", input_ids, (-1, -1))
-        bsz, seq_len = input_ids.shape
-        if bsz == 0 or seq_len == 0:
-            raise GGRInputError(
-                f"input_ids: expected (batch_size, seq_len) with both > 0, got {(bsz, seq_len)}"
-            )
-        check_item_ids("input_ids", input_ids, self.config.num_items)
-        if not bool((input_ids[:, 0] != 0).all()):
-            user = int((input_ids[:, 0] == 0).nonzero()[0, 0])
-            raise GGRInputError(f"input_ids: user {user} has no items (the row is all padding)")
-        check_integer_tensor("timestamps", timestamps, (bsz, seq_len))
-        check_integer_tensor("query_timestamps", query_timestamps, (bsz,))
-        check_integer_tensor("target_event", target_event, (bsz,))
-        check_integer_tensor("exclude", exclude, (bsz, -1))
-        if exclude is not None:
-            outside = (exclude < 0) | (exclude > self.config.num_items)
-            if bool(outside.any()):
-                raise GGRInputError(
-                    f"exclude: item id {int(exclude[outside][0])} is outside 0..{self.config.num_items} "
-                    "(0 is ignored)"
-                )
-        if topk is not None and (not is_integer(topk) or int(topk) < 1):
-            raise GGRInputError(f"topk must be an integer >= 1 or None, got {topk!r}")
-        if fusion is not None and fusion not in FUSIONS:
-            raise GGRInputError(f"fusion must be one of {list(FUSIONS)} or None, got {fusion!r}")
-        user_groups = user_groups_tensor(self.layout, user_groups, bsz, input_ids.device)
-        fusion = fusion or self.config.fusion
-        q, active = self._queries(input_ids, timestamps, query_timestamps, user_groups, target_event)
-        if topk is not None:
-            return fused_topk(q, self.fusion_index(), topk, active, exclude, fusion)
-        items = self.backbone.all_item_embeddings()  # [I+1, d]
-        if dense:
-            scores, head_index = fuse_scores_dense(q, items, self.head_item_mask(), active, fusion)
-        else:
-            scores, head_index = fuse_scores(q, items, self.head_items(), active, fusion)
-        if exclude is not None:
-            scores = scores.scatter(1, exclude, float("-inf"))
-            scores[:, 0] = float("-inf")
-        return scores, head_index
-
-    @torch.no_grad()
-    def recommend(
-        self,
-        history: list[int] | list[list[int]] | torch.Tensor,
-        k: int = 10,
-        timestamps: list[int] | list[list[int]] | torch.Tensor | None = None,
-        user_groups: list[int] | list[list[int]] | torch.Tensor | None = None,
-        exclude_history: bool | None = None,
-        fusion: str | None = None,
-    ) -> Recommendation:
-        """Top-k items for one or more histories, each explained by the head that scored it.
-
-        Args:
-            history: internal item ids, oldest first (one list, a list of lists, or a padded
-                `(batch_size, seq_len)` tensor). Only the last `max_seq_len` items are read; all of
-                them are excluded when `exclude_history`.
-            k (`int`): number of recommendations.
-            timestamps: matching event times in integer seconds, optional (the same structure).
-            user_groups: per user, the group index in each user prior (models with user priors):
-                `(batch_size, num_user_priors)`, or one list for a single user.
-            exclude_history (`bool`, *optional*): defaults to `config.exclude_history`.
-            fusion (`str`, *optional*): defaults to `config.fusion`.
-
-        Returns:
-            `Recommendation` with `(batch_size, k)` item ids, scores and heads.
-
-        Raises:
-            `GGRInputError`: `k` not an integer >= 1, or more than the items that can be recommended
-                to a user (the catalogue minus the excluded history and the items no head serving
-                the user scores); an item id that is not an integer in `1..num_items` (naming the
-                user, the position and the value); timestamps of another length than the history
-                or not in seconds (outside 1970..2100); `user_groups` of the wrong shape or outside
-                the model's user-prior groups.
-        """
-        if not is_integer(k) or int(k) < 1:
-            raise GGRInputError(f"recommend: k must be an integer >= 1, got {k!r}")
-        k = int(k)
-        if exclude_history is not None and not isinstance(exclude_history, bool):
-            raise GGRInputError(
-                f"recommend: exclude_history must be true, false or None, got {exclude_history!r}"
-            )
-        device = self.logit_scale.device
-        ids, ts = pad_histories(history, timestamps, self.config.num_items)
-        full = ids.to(device)
-        ids, ts = _last_window(ids, ts, self.config.max_seq_len)
-        ids, ts = ids.to(device), (ts.to(device) if ts is not None else None)
-        exclude_history = self.config.exclude_history if exclude_history is None else exclude_history
-        top_scores, top_items, top_heads = self.score_items(
-            ids,
-            ts,
-            user_groups=user_groups,
-            exclude=full if exclude_history else None,
-            fusion=fusion,
-            topk=k,
-        )
-        # -inf marks a slot no item can fill: the rest of the catalogue is padding, the excluded
-        # history, or items no active head scores (fewer than k finite means exactly that many exist).
-        available = torch.isfinite(top_scores).sum(1)
-        if k > int(available.min()):
-            user = int(available.argmin())
-            raise GGRInputError(
-                f"recommend: k={k} is more than the {int(available[user])} items that can be recommended "
-                f"to user {user} (of the catalogue's {self.config.num_items}, the others are in the "
-                "excluded history or outside every head that serves the user); lower k"
-            )
-        names = [[self.layout.names[h] if h >= 0 else "" for h in row] for row in top_heads.tolist()]
-        return Recommendation(top_items, top_scores, top_heads, names)
-
-
-def _last_window(
-    ids: torch.Tensor, ts: torch.Tensor | None, max_len: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keeps each row's last `max_len` real items, still right-padded."""
-    lengths = (ids != 0).sum(1)
-    if int(lengths.max()) <= max_len and ids.shape[1] <= max_len:
-        return ids, ts
-    width = min(max_len, int(lengths.max()))
-    start = (lengths - width).clamp(min=0)
-    cols = start.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # [B, W]
-    keep = torch.arange(width).unsqueeze(0) < lengths.clamp(max=width).unsqueeze(1)
-    cols = cols.clamp(max=ids.shape[1] - 1)
-    out_ids = torch.where(keep, ids.gather(1, cols), torch.zeros_like(cols))
-    out_ts = None if ts is None else torch.where(keep, ts.gather(1, cols), torch.zeros_like(cols))
-    return out_ids, out_ts
 
 
 # `AutoModel.from_pretrained` on a ggr-hf folder works once the model module is loaded.
