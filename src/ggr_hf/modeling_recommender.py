@@ -36,6 +36,7 @@ import torch
 from ggr_hf.configuration_utils import FUSIONS
 from ggr_hf.errors import GGRInputError
 from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fuse_scores_dense, fused_topk
+from ggr_hf.hub.io import check_save_target
 from ggr_hf.losses import gather_negatives, sample_negatives
 from ggr_hf.modeling_inputs import check_integer_tensor, check_item_ids, is_integer, pad_histories
 
@@ -99,6 +100,25 @@ class RecommenderMixin:
         backbone = getattr(self, "backbone", None)
         if backbone is not None:
             backbone.prepare_from_items(items)
+
+    # ------------------------------------------------------------------ saving and loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained` reading safetensors only (a folder with pickle weights
+        only is refused: pickle can run code)."""
+        if kwargs.get("use_safetensors") is False:
+            raise GGRInputError(
+                "ggr-hf models load from safetensors only; convert the weights with save_pretrained"
+            )
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, refusing a path that is a file (transformers only logs
+        it and returns without saving)."""
+        check_save_target(save_directory)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     # ------------------------------------------------------------------ shared training helper
 

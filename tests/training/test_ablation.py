@@ -94,3 +94,51 @@ def test_compare_prints_mostpop_and_both_models_per_split(tmp_path, capsys):
     recalls = [r["test"]["recall@10"] for r in results["runs"]["k2"]["models"]["HSTU"]]
     mean = sum(recalls) / 2
     assert f"{mean:.4f}" in rows[4]
+
+
+def test_compare_models_file_replaces_the_model_section_and_plots(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    genre = {**BASE["model"], "priors": [{"type": "item", "field": "genres"}]}
+    (tmp_path / "genre.yaml").write_text(yaml.safe_dump({**BASE, "model": genre}))
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"name": "plain", "model": {**BASE["model"], "priors": []}},
+                    {"name": "genre heads", "config": "genre.yaml"},
+                ]
+            }
+        )
+    )
+    out = tmp_path / "cmp"
+    argv = ["compare", "--config", str(path), "--models", str(models), "--seeds", "0", "--split-ks", "2"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| K=")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "MostPop (train popularity)",
+        "plain (n=1)",
+        "genre heads (n=1)",
+    ]
+    results = json.loads((out / "results.json").read_text())
+    genre_run = results["runs"]["k2"]["models"]["genre heads"][0]
+    assert genre_run["num_heads"] > 1 and results["runs"]["k2"]["models"]["plain"][0]["num_heads"] == 1
+    # parameters and minutes columns, and the accuracy/diversity plot of the split
+    assert rows[2].split(" | ")[-2].endswith("k")
+    assert (out / "accuracy_vs_diversity_k2.png").stat().st_size > 1000
+
+
+def test_compare_models_file_errors_name_the_entry(tmp_path):
+    from ggr_hf.experiments.compare import load_model_list
+
+    bad = tmp_path / "m.yaml"
+    bad.write_text(yaml.safe_dump({"models": [{"name": "a", "model": {}}, {"name": "a", "model": {}}]}))
+    with pytest.raises(ValueError, match=r"models\[1\].*'a' is used twice"):
+        load_model_list(bad)
+    bad.write_text(yaml.safe_dump({"models": [{"name": "a"}]}))
+    with pytest.raises(ValueError, match=r"models\[0\] \('a'\) needs exactly one of 'model'"):
+        load_model_list(bad)
+    bad.write_text(yaml.safe_dump({"models": [{"name": "a", "config": "missing.yaml"}]}))
+    with pytest.raises(FileNotFoundError, match=r"models\[0\] \('a'\).*missing.yaml does not exist"):
+        load_model_list(bad)

@@ -12,7 +12,7 @@ from ggr_hf.errors import GGRFileNotFoundError, GGRModelFolderError
 if TYPE_CHECKING:
     from ggr_hf.experiments.config import ExperimentConfig
     from ggr_hf.experiments.experiment import Experiment
-    from ggr_hf.modeling_ggr import GGRForRecommendation
+    from ggr_hf.modeling_recommender import RecommenderMixin
 
 
 def _int_at_least(minimum: int, text: str) -> int:
@@ -72,16 +72,16 @@ def _experiment_for_model(model_dir: Path, config_path: str | None, overrides: l
 
 def load_model_and_data(
     args: argparse.Namespace,
-) -> tuple[ExperimentConfig, Experiment, GGRForRecommendation]:
+) -> tuple[ExperimentConfig, Experiment, RecommenderMixin]:
     """The saved model `args.model` and its experiment (data, split, priors), rebuilt from the
     `ggr_experiment.json` saved with it or from `--config`."""
     from ggr_hf.experiments.experiment import prepare_experiment
-    from ggr_hf.modeling_ggr import GGRForRecommendation
+    from ggr_hf.recommenders import load_recommender
 
     model_dir = Path(args.model)
     cfg = _experiment_for_model(model_dir, args.config, args.set)
     exp = prepare_experiment(cfg)
-    model = GGRForRecommendation.from_pretrained(str(model_dir))
+    model = load_recommender(model_dir)
     if model.config.num_items != exp.bundle.num_items:
         raise GGRModelFolderError(
             f"the model has {model.config.num_items} items but the data set '{exp.bundle.name}' has "

@@ -87,7 +87,7 @@ def evaluate_model(
     exclude_history: bool | None = None,
     progress: bool = False,
 ) -> dict:
-    """Full-ranking metrics of a `GGRForRecommendation` on one split.
+    """Full-ranking metrics of a recommendation model (GGR or a baseline: `ggr_hf.modeling_recommender`) on one split.
 
     Args:
         model: the model (put in eval mode here and left so).
@@ -106,7 +106,7 @@ def evaluate_model(
         `new_interest_recall@K`, `num_users`, `head_share@10` (share of top-10 slots per head).
     """
     model.eval()
-    device = model.logit_scale.device
+    device = model.device
     if exclude_history is None:
         exclude_history = bool(model.config.exclude_history)
 

@@ -51,7 +51,7 @@ from ggr_hf.experiments.tables import (
     mean_std,
     relative_change,
 )
-from ggr_hf.modeling_ggr import GGRForRecommendation
+from ggr_hf.modeling_recommender import RecommenderMixin
 
 __all__ = ["AblationSpec", "Variant", "format_ablation_table", "load_ablation_spec", "run_ablation"]
 
@@ -210,14 +210,19 @@ def run_ablation(spec: AblationSpec, output_dir: str | Path, report: Report | No
     return results
 
 
-def _record(seed: int, test: dict, model: GGRForRecommendation, best_epoch: int, seconds: float) -> dict:
+def _record(seed: int, test: dict, model: RecommenderMixin, best_epoch: int, seconds: float) -> dict:
     return {
         "seed": seed,
         "test": {k: v for k, v in test.items() if k != "head_share@10"},
         "head_share@10": test.get("head_share@10"),
         "num_heads": model.num_heads,
-        "head_parameters": int(sum(p.numel() for p in model.heads.parameters())),
-        "backbone_parameters": int(sum(p.numel() for p in model.backbone.parameters())),
+        # Everything on top of the encoder counts as the model's own (GGR's heads, ComiRec's extractor).
+        "head_parameters": int(
+            sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
+        ),
+        "backbone_parameters": int(
+            sum(p.numel() for n, p in model.named_parameters() if n.startswith("backbone."))
+        ),
         "best_epoch": best_epoch,
         "seconds": seconds,
     }

@@ -106,6 +106,12 @@ class ExperimentConfig:
             "training": dataclasses.asdict(self.training),
         }
 
+    def with_model(self, model: dict[str, Any]) -> ExperimentConfig:
+        """A copy whose whole `model:` section is `model` (checked as any experiment file's)."""
+        d = self.to_dict()
+        d["model"] = dict(model)
+        return experiment_config_from_dict(d)
+
     def replace(self, **sections: dict[str, Any]) -> ExperimentConfig:
         """A copy with some fields of some sections changed, e.g. `replace(model={"priors": []})`."""
         d = self.to_dict()
@@ -255,7 +261,8 @@ def _needs_files(err: BaseException) -> bool:
 
 
 def _check_model(model: dict[str, Any], source: str, origins: dict[str, str]) -> None:
-    """Builds a `GGRConfig` from the `model:` section now, so that a bad model field fails before
+    """Builds the model's config (`GGRConfig`, or the class of `model.model_type`) from the `model:`
+    section now, so that a bad model field fails before
     any data is loaded (`num_items` is a placeholder here: the data set gives it later). A backbone
     config that needs a file not at hand offline (a Hub model's config.json) is checked when the
     model is built; every other field is checked now."""
@@ -265,21 +272,28 @@ def _check_model(model: dict[str, Any], source: str, origins: dict[str, str]) ->
     if keys:
         raise GGRConfigError(f"{source}: model keys must be field names (strings), got {_show(keys[0])}")
     # Imported here: reading a config must not load transformers for `import ggr_hf.experiments.config`.
-    from ggr_hf.configuration_ggr import GGRConfig
+    from ggr_hf.recommenders import DEFAULT_MODEL_TYPE, recommender_config_class
 
+    fields = dict(model)
+    model_type = fields.pop("model_type", DEFAULT_MODEL_TYPE)
+    try:
+        config_class = recommender_config_class(model_type)
+    except GGRConfigError as err:
+        raise GGRConfigError(f"{origins.get('model.model_type', source)}: {err}") from None
     try:
         with _hub_offline():
             try:
-                GGRConfig(num_items=1, **model)
+                config_class(num_items=1, **fields)
             except (TypeError, ValueError) as err:
-                if not _needs_files(err) or "backbone_config" not in model:
+                if not _needs_files(err) or "backbone_config" not in fields:
                     raise
                 logger.info("%s: model.backbone_config is checked when the model is built (%s)", source, err)
-                GGRConfig(num_items=1, **{**model, "backbone_config": None})
+                config_class(num_items=1, **{**fields, "backbone_config": None})
     except (TypeError, ValueError) as err:
         message = " ".join(str(err).split())
-        fields = {f"GGRConfig.{name.removeprefix('model.')} ": where for name, where in origins.items()}
-        where = next((where for field, where in fields.items() if message.startswith(field)), source)
+        prefix = config_class.__name__
+        fields_at = {f"{prefix}.{name.removeprefix('model.')} ": where for name, where in origins.items()}
+        where = next((where for field, where in fields_at.items() if message.startswith(field)), source)
         raise GGRConfigError(f"{where}: model: {message}") from err
 
 

@@ -1,7 +1,7 @@
 """One experiment end to end: data set by name -> split -> priors -> model -> training loop -> metrics.
 
 The wiring the training loop does not know: the data set comes from the data registry, the priors
-from `ggr_hf.priors.builder`, the model from `GGRConfig`; the loop gets the training windows and a
+from `ggr_hf.priors.builder`, the model from its config (`GGRConfig` or a baseline's, by `model_type`); the loop gets the training windows and a
 validation callback; the main process then evaluates on test and writes `results.json`, the
 experiment file and the model card.
 
@@ -27,7 +27,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.configuration_recommender import RecommenderConfig
 from ggr_hf.data.collator import TrainingWindows
 from ggr_hf.data.registry import load_dataset_bundle
 from ggr_hf.data.schema import RecDataBundle
@@ -38,8 +38,9 @@ from ggr_hf.experiments.config import DataArguments, ExperimentConfig
 from ggr_hf.hub.card import build_model_card
 from ggr_hf.hub.io import model_files, write_text_atomic
 from ggr_hf.hub.runs import RUN_COMPLETE_NAME, RUN_STARTED_NAME, finish_run, start_run
-from ggr_hf.modeling_ggr import GGRForRecommendation
+from ggr_hf.modeling_recommender import RecommenderMixin
 from ggr_hf.priors.builder import BuiltPriors, apply_priors, build_priors, item_category_matrix
+from ggr_hf.recommenders import build_recommender, build_recommender_config
 from ggr_hf.training.arguments import GGRTrainingArguments
 from ggr_hf.training.checkpoints import CHECKPOINT_DIR
 from ggr_hf.training.loop import EVAL_LOG_NAME, TrainResult, build_accelerator, train
@@ -88,9 +89,9 @@ class Experiment:
     split: SplitData
     priors: BuiltPriors
     item_categories: torch.Tensor | None
-    model_config: GGRConfig
+    model_config: RecommenderConfig
 
-    def evaluate(self, model: GGRForRecommendation, split: str = "validation", **kwargs) -> dict[str, Any]:
+    def evaluate(self, model: RecommenderMixin, split: str = "validation", **kwargs) -> dict[str, Any]:
         """Full-ranking metrics of `model` on `split` (`"validation"` or `"test"`); `kwargs` go to
         `evaluate_model` (e.g. `fusion`, `batch_size`)."""
         return evaluate_model(
@@ -114,7 +115,7 @@ class ExperimentRun:
     validation-selected weights on the main process."""
 
     result: dict[str, Any]
-    model: GGRForRecommendation
+    model: RecommenderMixin
 
 
 def load_data(args: DataArguments) -> RecDataBundle:
@@ -142,7 +143,11 @@ def prepare_experiment(cfg: ExperimentConfig, bundle: RecDataBundle | None = Non
         column = [values[c] for c in clusters[1:].tolist()]
         items = bundle.items.remove_columns([name]) if name in bundle.items.column_names else bundle.items
         bundle = dataclasses.replace(bundle, items=items.add_column(name, column))
-    config = GGRConfig(num_items=bundle.num_items, **{**cfg.model, "priors": priors.specs})
+    model_fields = dict(cfg.model)
+    if priors.specs:
+        # Resolved (with each prior's group names); a model type without priors never gets the key.
+        model_fields["priors"] = priors.specs
+    config = build_recommender_config(model_fields, bundle.num_items)
     cats = item_category_matrix(bundle, cfg.data.category_field) if cfg.data.category_field else None
     exp = Experiment(bundle, split, priors, cats, config)
     _check_selection_metric_on_data(exp, cfg.training.selection_metric)
@@ -166,18 +171,19 @@ def _check_selection_metric_on_data(exp: Experiment, metric: str) -> None:
         )
 
 
-def build_model(exp: Experiment, seed: int | None = None) -> GGRForRecommendation:
-    """Builds the model with the experiment's priors; `seed` makes the initial weights reproducible."""
+def build_model(exp: Experiment, seed: int | None = None) -> RecommenderMixin:
+    """Builds the model of the experiment's config (GGR with its priors, or a baseline: the class
+    comes from `model_type`); `seed` makes the initial weights reproducible."""
     if seed is not None:
         set_seed(seed)
-    model = GGRForRecommendation(exp.model_config)
+    model = build_recommender(exp.model_config)
     apply_priors(model, exp.priors)
-    model.backbone.prepare_from_items(exp.bundle.items)
+    model.prepare_from_items(exp.bundle.items)
     return model
 
 
 def train_model(
-    model: GGRForRecommendation,
+    model: RecommenderMixin,
     exp: Experiment,
     args: GGRTrainingArguments,
     accelerator: Accelerator | None = None,

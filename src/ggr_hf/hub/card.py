@@ -218,6 +218,9 @@ class GGRCardData:
     tags: list[str] = field(default_factory=list)
     license: str | None = None
     ggr_hf_version: str = __version__
+    # "ggr" for GGR models and heads; a baseline's own type ("comirec", "remi", "dualvae", ...).
+    model_type: str = "ggr"
+    architecture: str = "GGRForRecommendation"
 
     # ------------------------------------------------------------------ building
 
@@ -271,9 +274,29 @@ class GGRCardData:
             backbone_params = config.base_num_parameters
             settings = config.settings
             base_model = base_model or config.base_model_name_or_path or default_base_model
+        elif isinstance(config_dict.get("backbone_type"), str) and isinstance(
+            config_dict.get("backbone_config"), dict
+        ):
+            # A baseline of the package (ComiRec, REMI, DualVAE, ...): a backbone sub-config plus the
+            # model's own layers; read from the saved dictionary (the card needs no model class).
+            return cls._baseline(
+                model_dir,
+                config_dict,
+                shapes,
+                model_name=model_name,
+                repo_id=repo_id,
+                metrics=metrics,
+                training_args=training_args,
+                dataset_name=dataset_name,
+                dataset_split=dataset_split,
+                figures=figures,
+                tags=tags,
+                license=license,
+            )
         else:
             raise GGRInputError(
-                f"{model_dir} holds a {model_type!r} model; cards are written for GGR models and heads"
+                f"{model_dir} holds a {model_type!r} model; cards are written for ggr-hf's recommendation "
+                "models and GGR heads"
             )
 
         layout = build_head_layout(config.priors, config.composition)
@@ -311,6 +334,47 @@ class GGRCardData:
             figures=list(figures or []),
             tags=list(tags or []),
             license=license,
+        )
+
+    @classmethod
+    def _baseline(
+        cls,
+        model_dir: Path,
+        config_dict: dict[str, Any],
+        shapes: dict[str, list[int]],
+        *,
+        model_name: str | None,
+        repo_id: str | None,
+        **run: Any,
+    ) -> GGRCardData:
+        """The card data of a baseline model folder: no priors, its own layers counted as heads'."""
+        backbone_config = dict(config_dict["backbone_config"])
+        own = sum(_numel(s) for k, s in shapes.items() if not k.startswith("backbone."))
+        backbone_params = sum(_numel(s) for k, s in shapes.items() if k.startswith("backbone."))
+        architectures = config_dict.get("architectures") or [str(config_dict.get("model_type"))]
+        return cls(
+            model_name=model_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name),
+            artifact="model",
+            backbone_type=str(config_dict["backbone_type"]),
+            backbone_config=backbone_config,
+            num_items=int(config_dict.get("num_items", backbone_config.get("num_items", 0))),
+            hidden_size=int(backbone_config.get("hidden_size", 0)),
+            priors=[],
+            composition="-",
+            fusion=str(config_dict.get("fusion", "max")),
+            heads=[],
+            head_parameters=int(own),
+            backbone_parameters=int(backbone_params) or None,
+            repo_id=repo_id,
+            metrics=dict(run.get("metrics") or {}),
+            training_args=dict(run.get("training_args") or {}),
+            dataset_name=run.get("dataset_name"),
+            dataset_split=run.get("dataset_split"),
+            figures=list(run.get("figures") or []),
+            tags=list(run.get("tags") or []),
+            license=run.get("license"),
+            model_type=str(config_dict.get("model_type")),
+            architecture=str(architectures[0]),
         )
 
     # ------------------------------------------------------------------ metadata
