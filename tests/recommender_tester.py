@@ -38,7 +38,9 @@ class RecommenderTesterMixin:
         for row in range(1, batch):
             ids[row, max(1, length - 2 * row) :] = 0
         start = 1_600_000_000
-        ts = (start + torch.cumsum(torch.randint(60, 5000, (batch, length), generator=gen), dim=1)) * (ids != 0)
+        ts = (start + torch.cumsum(torch.randint(60, 5000, (batch, length), generator=gen), dim=1)) * (
+            ids != 0
+        )
         return ids, ts
 
     @staticmethod
@@ -51,7 +53,12 @@ class RecommenderTesterMixin:
             shifted[:, : ids.shape[1] - 1 - p] = ids[:, 1 + p :]
             targets[..., p] = shifted
         nxt = torch.cat([ts[:, 1:], ts[:, -1:]], dim=1)
-        return {"input_ids": ids, "timestamps": ts, "query_timestamps": torch.maximum(nxt, ts), "target_ids": targets}
+        return {
+            "input_ids": ids,
+            "timestamps": ts,
+            "query_timestamps": torch.maximum(nxt, ts),
+            "target_ids": targets,
+        }
 
     # ------------------------------------------------------------------ the contract
 

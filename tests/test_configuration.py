@@ -39,7 +39,7 @@ def test_round_trip_keeps_every_field(tmp_path):
         ({"num_items": 0}, "num_items"),
         ({"head_init": "ones"}, "head_init"),
         ({"logit_scale_init": 200.0}, "logit_scale_init"),
-        ({"backbone_type": "sasrec"}, "backbone_type"),
+        ({"backbone_type": "sasrec2"}, "backbone_type"),
         ({"backbone_config": {"hidden_size": -1}}, "hidden_size"),
         ({"backbone_config": {"dropout": 1.5}}, "dropout"),
     ],

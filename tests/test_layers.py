@@ -62,6 +62,30 @@ RULES = [
     ("ggr_hf.training", "ggr_hf.experiments"),
     ("ggr_hf.training", "ggr_hf.cli"),
     ("ggr_hf.experiments", "ggr_hf.cli"),
+    # The baselines and the shared scoring contract sit beside the GGR wrapper: they know backbones,
+    # losses and the hub, never GGR's priors, data, training, experiments or the CLI.
+    *[
+        (a, b)
+        for a in ("ggr_hf.baselines", "ggr_hf.modeling_recommender", "ggr_hf.configuration_recommender")
+        for b in (
+            "ggr_hf.data",
+            "ggr_hf.training",
+            "ggr_hf.experiments",
+            "ggr_hf.cli",
+            "ggr_hf.evaluation",
+            "ggr_hf.modeling_ggr",
+            "ggr_hf.priors",
+            "ggr_hf.recommenders",
+        )
+    ],
+    ("ggr_hf.modeling_recommender", "ggr_hf.baselines"),
+    ("ggr_hf.models", "ggr_hf.baselines"),
+    ("ggr_hf.models", "ggr_hf.modeling_recommender"),
+    # Only the top layers look models up by type.
+    *[
+        (a, "ggr_hf.recommenders")
+        for a in ("ggr_hf.models", "ggr_hf.hub", "ggr_hf.data", "ggr_hf.evaluation", "ggr_hf.training")
+    ],
 ]
 
 

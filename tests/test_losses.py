@@ -75,27 +75,30 @@ def test_in_group_negatives_come_only_from_the_group():
 
 def test_model_loss_uses_in_group_or_global_negatives(monkeypatch, batch):
     ids, ts = batch
-    seen = {}
-    import ggr_hf.modeling_ggr as modeling
+    seen = []
+    import ggr_hf.modeling_recommender as modeling
 
     real = modeling.sample_negatives
 
     def spy(mask, *args, **kwargs):
-        seen["mask"] = mask
+        seen.append(mask)
         return real(mask, *args, **kwargs)
 
     monkeypatch.setattr(modeling, "sample_negatives", spy)
-    model = tiny_model()
+    # The main loss's negatives: in-group (a per-head mask) or global; the plain form draws only those.
+    model = tiny_model(calibration="none")
     model(ids, timestamps=ts, target_ids=torch.roll(ids, -1, 1))
-    assert seen["mask"] is not None
-    model = tiny_model(negative_sampling="global")
+    assert len(seen) == 1 and seen[0] is not None
+    seen.clear()
+    model = tiny_model(negative_sampling="global", calibration="none")
     model(ids, timestamps=ts, target_ids=torch.roll(ids, -1, 1))
-    assert seen["mask"] is None
+    assert len(seen) == 1 and seen[0] is None
 
 
 def test_loss_only_trains_compatible_heads(batch):
     ids, ts = batch
-    model = tiny_model()
+    # The paper's plain form: the default fused calibration also trains the max over heads.
+    model = tiny_model(calibration="none")
     model.train()
     targets = torch.zeros_like(ids).unsqueeze(-1)
     targets[0, 0, 0] = 2  # item 2 is only in group "a" (head 0)

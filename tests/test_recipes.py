@@ -1,4 +1,5 @@
-"""Every shipped recipe parses and builds a valid GGRConfig, so users never hit a typo at launch."""
+"""Every shipped recipe parses and builds a valid model config (GGR's or a baseline's), so users
+never hit a typo at launch."""
 
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import yaml
 
 from ggr_hf.configuration_ggr import GGRConfig
 from ggr_hf.experiments.ablation import load_ablation_spec
+from ggr_hf.experiments.compare import load_model_list
 from ggr_hf.experiments.config import load_experiment_config
+from ggr_hf.recommenders import build_recommender_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
 
@@ -15,6 +18,13 @@ CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yam
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_recipe_parses_and_validates(path):
     raw = yaml.safe_load(path.read_text())
+    if "models" in raw:
+        # A models file for `ggr-hf compare --models`: every entry builds its config.
+        models = load_model_list(path)
+        assert len(models) >= 2
+        for section in models.values():
+            build_recommender_config(section, 10)
+        return
     if "variants" in raw:
         spec = load_ablation_spec(path)
         for variant in spec.variants:
@@ -27,7 +37,7 @@ def test_recipe_parses_and_validates(path):
     if any(not Path(v).exists() for v in hub_ids):
         # GPU recipes name Hub models, whose config.json would have to be downloaded.
         pytest.skip(f"{path.name} names Hub models {hub_ids}; no download in tests")
-    GGRConfig(num_items=10, **cfg.model)
+    build_recommender_config(cfg.model, 10)
 
 
 def test_there_are_recipes_for_each_public_data_set():

@@ -5,6 +5,11 @@
 | `ggr` | `GGRConfig` | `GGRForRecommendation` |
 | `hstu` | `HSTUConfig` | `HSTUModel` |
 | `hllm` | `HLLMConfig` | `HLLMModel` |
+| `sasrec` | `SASRecConfig` | `SASRecModel` (backbone) |
+| `item_embedding` | `ItemEmbeddingConfig` | `ItemEmbeddingModel` (backbone) |
+| `comirec` | `ComiRecConfig` | `ComiRecForRecommendation` |
+| `remi` | `RemiConfig` | `RemiForRecommendation` |
+| `dualvae` | `DualVAEConfig` | `DualVAEForRecommendation` |
 | `ggr_heads` | `GGRHeadsConfig` | none: a heads artifact is not a model on its own; load it with `GGRForRecommendation.from_pretrained(heads_repo)` |
 
 `import ggr_hf` registers them as soon as transformers is imported (before or after ggr_hf), so
@@ -22,6 +27,7 @@ from ggr_hf.configuration_heads import GGRHeadsConfig
 from ggr_hf.configuration_utils import register_model_type
 from ggr_hf.modeling_ggr import GGRForRecommendation
 from ggr_hf.models import shipped_backbones
+from ggr_hf.recommenders import shipped_recommenders
 
 REGISTERED: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel] | None]] = {}
 
@@ -32,7 +38,12 @@ def register_auto_classes() -> dict[str, tuple[type[PretrainedConfig], type[PreT
     Returns:
         `dict`: model type -> (config class, model class or `None`) of what is registered.
     """
-    components = [*shipped_backbones(), (GGRConfig, GGRForRecommendation), (GGRHeadsConfig, None)]
+    components = [
+        *shipped_backbones(),
+        (GGRConfig, GGRForRecommendation),
+        *shipped_recommenders(),
+        (GGRHeadsConfig, None),
+    ]
     for config_class, model_class in components:
         if register_model_type(config_class.model_type, config_class, model_class):
             REGISTERED[config_class.model_type] = (config_class, model_class)

@@ -16,6 +16,20 @@ COMPOSITIONS = ("multiplicative", "hierarchical", "additive")
 NEGATIVE_SAMPLING = ("in_group", "global")
 PRIOR_WEIGHTING = ("frequency", "uniform")
 HEAD_INITS = ("zero", "trunc_normal")
+SWITCHES = ("none", "state", "state_query")
+CALIBRATIONS = ("none", "fused", "fused_offsets", "switch")
+
+# The fields added after ggr-hf 0.1.0, with the values that reproduce a model saved before them: a
+# config read from a file (`from_dict`) that lacks one gets this value, not the constructor default.
+LEGACY_DEFAULTS = {
+    "calibration": "none",
+    "calibration_loss_weight": 1.0,
+    "switch": "none",
+    "switch_loss_weight": 1.0,
+    "switch_gating": False,
+    "switch_threshold": 0.5,
+    "positive_mixin_ratio": 0.0,
+}
 
 
 class GGRConfig(RecommenderConfig):
@@ -69,6 +83,45 @@ class GGRConfig(RecommenderConfig):
             brief reports 0.7 as best).
         false_negative_threshold (`float`, *optional*, defaults to 0.99):
             Negatives whose cosine with the positive exceeds this are masked.
+        positive_mixin_ratio (`float`, *optional*, defaults to 0.0):
+            The release's `pos_sample_mix_ratio`: each (position, offset, head) pair whose target is
+            *outside* the head's item group (but meets the head's other constraints) also trains that
+            head with this probability, against the head's usual negatives. 0 is the paper's form.
+
+        > Calibration of max fusion across heads (see `docs/partition_calibration.md`)
+
+        calibration (`str`, *optional*, defaults to `"fused"`):
+            Each head learns to rank inside its own item group with in-group negatives, so scores of
+            different groups' heads are never trained against each other; max fusion over a partition
+            prior (graph clusters, a single-label category) then compares incomparable scores.
+            `"none"`: the paper's loss and plain max fusion. `"fused"`: adds a loss term training the
+            fused score (an item's max over its compatible active heads, what inference ranks by)
+            against catalogue-wide negatives; no weights, inference unchanged. `"fused_offsets"`: the
+            same plus one learned additive score offset per head (trained by that term only).
+            `"switch"`: adds `log p_switch(group)` of the head's item group(s) to the head's scores at
+            inference (needs `switch`). A config read from a file saved without this field (ggr-hf
+            0.1.0) gets `"none"`, which is how it was trained.
+        calibration_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the fused term (`"fused"`, `"fused_offsets"`) in the total loss. The term is
+            counted per training pair of the main loss (scaled by targets / pairs, which is 1 for a
+            partition prior, 1/2 with the additive composition), so that multi-process training
+            equals one process.
+
+        > Prior switch (the release's `prior_switch`)
+
+        switch (`str`, *optional*, defaults to `"none"`):
+            Per group of every item-restricting prior, a logistic classifier predicting whether the next
+            `horizon` targets fall in the group: `"state"` reads the backbone state `h` (the release's
+            `in`), `"state_query"` reads `h` and the query of the group's first head (the release's
+            `in_out`). Trained in the same loss with class-balanced binary cross-entropy.
+        switch_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the switch's loss (mean over groups and positions) in the total loss.
+        switch_gating (`bool`, *optional*, defaults to `False`):
+            At inference, switch off the heads of groups the switch predicts absent (probability below
+            `switch_threshold`), as the release's `use_prior_switch_test`; each user keeps at least the
+            most probable group of every item prior.
+        switch_threshold (`float`, *optional*, defaults to 0.5):
+            Probability at which a group counts as predicted present (gating and `switch_accuracy`).
         logit_scale_init (`float`, *optional*, defaults to 20.0):
             Initial scale of the cosine logits (1 / temperature 0.05).
         learnable_logit_scale (`bool`, *optional*, defaults to `True`)
@@ -103,6 +156,14 @@ class GGRConfig(RecommenderConfig):
         prior_weighting: str = "frequency",
         offset_discount: float = 0.99,
         false_negative_threshold: float = 0.99,
+        positive_mixin_ratio: float = 0.0,
+        # Calibration and prior switch
+        calibration: str = "fused",
+        calibration_loss_weight: float = 1.0,
+        switch: str = "none",
+        switch_loss_weight: float = 1.0,
+        switch_gating: bool = False,
+        switch_threshold: float = 0.5,
         logit_scale_init: float = 20.0,
         learnable_logit_scale: bool = True,
         logit_scale_max: float = 100.0,
@@ -123,6 +184,13 @@ class GGRConfig(RecommenderConfig):
         self.prior_weighting = prior_weighting
         self.offset_discount = offset_discount
         self.false_negative_threshold = false_negative_threshold
+        self.positive_mixin_ratio = positive_mixin_ratio
+        self.calibration = calibration
+        self.calibration_loss_weight = calibration_loss_weight
+        self.switch = switch
+        self.switch_loss_weight = switch_loss_weight
+        self.switch_gating = switch_gating
+        self.switch_threshold = switch_threshold
         self.logit_scale_init = logit_scale_init
         self.learnable_logit_scale = learnable_logit_scale
         self.logit_scale_max = logit_scale_max
@@ -131,6 +199,13 @@ class GGRConfig(RecommenderConfig):
         reject_unknown_keys("GGRConfig", kwargs)
         super().__init__(**kwargs)
         self.validate_fields()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """`PretrainedConfig.from_dict`, giving fields absent from a saved config the values that
+        reproduce models saved before those fields existed (`LEGACY_DEFAULTS`)."""
+        config_dict = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in kwargs}, **config_dict}
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def horizon(self) -> int:
@@ -146,7 +221,7 @@ class GGRConfig(RecommenderConfig):
                     f"GGRConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
 
-        for name in ("head_bias", "learnable_logit_scale", "exclude_history"):
+        for name in ("head_bias", "learnable_logit_scale", "exclude_history", "switch_gating"):
             if not isinstance(getattr(self, name), bool):
                 raise GGRConfigError(f"GGRConfig.{name} must be true or false, got {getattr(self, name)!r}")
         for name in (
@@ -155,6 +230,10 @@ class GGRConfig(RecommenderConfig):
             "false_negative_threshold",
             "logit_scale_init",
             "logit_scale_max",
+            "positive_mixin_ratio",
+            "calibration_loss_weight",
+            "switch_loss_weight",
+            "switch_threshold",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
@@ -166,6 +245,32 @@ class GGRConfig(RecommenderConfig):
         choice("negative_sampling", NEGATIVE_SAMPLING)
         choice("prior_weighting", PRIOR_WEIGHTING)
         choice("fusion", FUSIONS)
+        choice("calibration", CALIBRATIONS)
+        choice("switch", SWITCHES)
+        if not 0.0 <= float(self.positive_mixin_ratio) <= 1.0:
+            raise GGRConfigError(
+                f"GGRConfig.positive_mixin_ratio must be in [0, 1], got {self.positive_mixin_ratio!r}"
+            )
+        for name in ("calibration_loss_weight", "switch_loss_weight"):
+            if float(getattr(self, name)) < 0:
+                raise GGRConfigError(f"GGRConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 < float(self.switch_threshold) < 1.0:
+            raise GGRConfigError(
+                f"GGRConfig.switch_threshold must be a probability in (0, 1), got {self.switch_threshold!r}"
+            )
+        if self.switch != "none" and not any(
+            make_prior(p, i).restricts_items for i, p in enumerate(self.priors)
+        ):
+            raise GGRConfigError(
+                f"GGRConfig.switch is {self.switch!r} but no prior restricts items (the switch predicts "
+                "the item groups of item / graph priors); set switch to 'none'"
+            )
+        if self.switch == "none" and (self.calibration == "switch" or self.switch_gating):
+            what = "calibration='switch'" if self.calibration == "switch" else "switch_gating=True"
+            raise GGRConfigError(
+                f"GGRConfig.switch is 'none' but {what} needs the prior switch; set switch to 'state' "
+                "or 'state_query'"
+            )
         if (
             not isinstance(self.num_negatives, int)
             or isinstance(self.num_negatives, bool)

@@ -174,3 +174,116 @@ def infonce_loss(
     loss = (w_m * loss_m).sum() / w_p[present].sum()
     per_head = torch.bincount(k, minlength=num_heads)
     return LossOutput(loss, int(b.numel()), per_head)
+
+
+def mix_in_positives(
+    compatible: torch.Tensor,
+    candidates: torch.Tensor,
+    ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The release's positive mix-in (`pos_sample_mix_ratio`): a head also trains on a random share of
+    the targets outside its item group.
+
+    Args:
+        compatible (`torch.BoolTensor` of shape `(batch_size, seq_len, horizon, num_heads)`): the pairs
+            that train (the target is in the head's group and meets its other constraints).
+        candidates (`torch.BoolTensor` of the same shape): the pairs that would train if every head
+            scored every item (its other constraints: target present, segment, event, user group).
+        ratio (`float`): probability that a candidate pair outside `compatible` trains too.
+        generator (`torch.Generator`, *optional*): on `compatible`'s device.
+
+    Returns:
+        `torch.BoolTensor` of the same shape: `compatible` plus the drawn out-of-group pairs.
+    """
+    if ratio <= 0:
+        return compatible
+    u = torch.rand(compatible.shape, generator=generator, device=compatible.device)
+    return compatible | (candidates & (u < ratio))
+
+
+def fused_infonce_loss(
+    queries: torch.Tensor,
+    target_ids: torch.Tensor,
+    valid: torch.Tensor,
+    head_item_mask: torch.Tensor,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    negatives: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    weights_per_offset: torch.Tensor,
+    head_active: torch.Tensor | None = None,
+    head_offsets: torch.Tensor | None = None,
+    false_negative_threshold: float = 0.99,
+) -> LossOutput:
+    """InfoNCE of the *fused* score against catalogue-wide negatives: the calibration term.
+
+    Inference ranks item `i` by `S(i) = max_k (scale * cos(q_k, e_i) + b_k)` over the active heads
+    compatible with `i`. Per-head InfoNCE with in-group negatives never compares two heads' scores;
+    this term does, on exactly the quantity inference ranks by:
+
+        L_fused = sum_p w_p mean_{(m, p)} [ logsumexp(S(pos), S(neg_1), ..., S(neg_N)) - S(pos) ]
+
+    Negatives are scored block by block over their compatibility signature (the set of heads that may
+    score them), so the work is `positions x negatives x heads per item`, never `x all heads`.
+
+    Args:
+        queries (`torch.FloatTensor` of shape `(M, num_heads, hidden_size)`): L2-normalised queries of
+            every head at `M` positions.
+        target_ids (`torch.LongTensor` of shape `(M, horizon)`): targets (0: none).
+        valid (`torch.BoolTensor` of shape `(M, horizon)`)
+        head_item_mask (`torch.BoolTensor` of shape `(num_items + 1, num_heads)`)
+        embed: maps item ids `(*)` to L2-normalised embeddings `(*, hidden_size)`.
+        negatives (`torch.LongTensor` of shape `(1, N)`): catalogue-wide negatives.
+        logit_scale: multiplies the cosines.
+        weights_per_offset (`torch.FloatTensor` of shape `(horizon,)`): `w_p`.
+        head_active (`torch.BoolTensor` of shape `(M, num_heads)`, *optional*): heads serving each
+            position's user (user priors). Default: all.
+        head_offsets (`torch.FloatTensor` of shape `(num_heads,)`, *optional*): learned per-head
+            offsets `b_k` added to the scaled scores.
+        false_negative_threshold: negatives equal to the positive, or with cosine above this, are masked.
+
+    Returns:
+        `LossOutput` (pairs: the (position, offset) targets some active head may score).
+    """
+    m_count, num_heads, _ = queries.shape
+    negs = negatives.reshape(-1)
+    pos_e = embed(target_ids)  # [M, P, d]
+    allowed = head_item_mask[target_ids] & valid.unsqueeze(-1)  # [M, P, H]
+    if head_active is not None:
+        allowed = allowed & head_active.unsqueeze(1)
+    pos_all = torch.einsum("mhd,mpd->mph", queries, pos_e) * logit_scale  # [M, P, H]
+    if head_offsets is not None:
+        pos_all = pos_all + head_offsets
+    pos = pos_all.masked_fill(~allowed, float("-inf")).amax(-1)  # [M, P]
+    trains = allowed.any(-1)  # [M, P]
+    if not bool(trains.any()):
+        return LossOutput(queries.sum() * 0.0, 0, torch.zeros(num_heads, dtype=torch.long))
+
+    neg_e = embed(negs)  # [N, d]
+    signatures, block_of = torch.unique(head_item_mask[negs], dim=0, return_inverse=True)  # [S, H], [N]
+    neg = queries.new_full((m_count, len(negs)), float("-inf"))
+    for s in range(len(signatures)):
+        heads = signatures[s].nonzero(as_tuple=True)[0]
+        if len(heads) == 0:
+            continue
+        cols = (block_of == s).nonzero(as_tuple=True)[0]
+        block = torch.einsum("mhd,nd->mhn", queries[:, heads], neg_e[cols]) * logit_scale  # [M, h_b, n_b]
+        if head_offsets is not None:
+            block = block + head_offsets[heads].unsqueeze(-1)
+        if head_active is not None:
+            block = block.masked_fill(~head_active[:, heads].unsqueeze(-1), float("-inf"))
+        neg = neg.index_copy(1, cols, block.amax(1))
+    with torch.no_grad():
+        same = target_ids.unsqueeze(-1) == negs.view(1, 1, -1)  # [M, P, N]
+        near = torch.einsum("mpd,nd->mpn", pos_e, neg_e) > false_negative_threshold
+    neg_logits = neg.unsqueeze(1).expand(-1, target_ids.shape[1], -1).masked_fill(same | near, float("-inf"))
+    m_idx, p_idx = trains.nonzero(as_tuple=True)
+    logits = torch.cat([pos[m_idx, p_idx].unsqueeze(1), neg_logits[m_idx, p_idx]], dim=1)
+    loss_m = torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+    horizon = target_ids.shape[1]
+    w_p = weights_per_offset.to(loss_m.device, loss_m.dtype)
+    count_p = torch.bincount(p_idx, minlength=horizon).to(loss_m.dtype)
+    loss = (w_p[p_idx] / count_p[p_idx] * loss_m).sum() / w_p[count_p > 0].sum()
+    per_head = allowed[m_idx, p_idx].sum(0)
+    return LossOutput(loss, int(m_idx.numel()), per_head)

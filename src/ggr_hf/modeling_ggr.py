@@ -16,10 +16,11 @@ from ggr_hf.configuration_utils import register_model_type
 from ggr_hf.errors import GGRDataError, GGRInputError
 from ggr_hf.heads.adapter import GGRGroupEmbedding, GGRHeads, GGRZeroLinear
 from ggr_hf.heads.layout import HeadLayout, build_head_layout
+from ggr_hf.heads.switch import GGRPriorSwitch, switch_loss, switch_targets
 from ggr_hf.hub.io import check_save_target
 from ggr_hf.hub.loading import load_ggr, save_heads
 from ggr_hf.hub.push import push_model_to_hub
-from ggr_hf.losses import infonce_loss, offset_weights
+from ggr_hf.losses import fused_infonce_loss, infonce_loss, mix_in_positives, offset_weights
 from ggr_hf.modeling_inputs import user_groups_tensor
 from ggr_hf.modeling_recommender import Recommendation, RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
@@ -39,12 +40,23 @@ class GGROutput(ModelOutput):
         head_states (`torch.FloatTensor` of shape `(batch_size, seq_len, num_heads, hidden_size)`):
             L2-normalised head queries `q_k`.
         num_pairs (`int`): number of (position, offset, head) triples the loss was computed on.
+        calibration_loss (`torch.FloatTensor` of shape `()`, *optional*): the fused term (unweighted),
+            with `calibration` `"fused"` / `"fused_offsets"` and an item-restricting prior.
+        switch_loss (`torch.FloatTensor` of shape `()`, *optional*): the prior switch's loss (unweighted).
     """
 
     loss: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     head_states: torch.FloatTensor | None = None
     num_pairs: int | None = None
+    calibration_loss: torch.FloatTensor | None = None
+    switch_loss: torch.FloatTensor | None = None
+
+
+# Added to the trainer's negative seeds for the other random draws of a step, so that each draw is a
+# function of the step (reproducible) but none repeats another's stream.
+_FUSED_NEGATIVE_SEED_SHIFT = 1_000_003
+_MIXIN_SEED_SHIFT = 2_000_003
 
 
 class GGRItemGroups(nn.Module):
@@ -81,6 +93,8 @@ class GGRPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
         elif isinstance(module, GGRForRecommendation):
             init.constant_(module.logit_scale, float(self.config.logit_scale_init))
+            if module.head_offset is not None:
+                init.zeros_(module.head_offset)
         elif isinstance(module, GGRItemGroups):
             return  # data, not weights: set by `set_item_groups` or loaded from the checkpoint
         else:
@@ -105,6 +119,16 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         self.logit_scale = nn.Parameter(
             torch.tensor(float(config.logit_scale_init)), requires_grad=bool(config.learnable_logit_scale)
         )
+        # Calibration of max fusion (see `GGRConfig.calibration`): learned per-head score offsets, and
+        # the prior switch (one classifier per item group).
+        self.head_offset = None
+        if config.calibration == "fused_offsets":
+            self.head_offset = nn.Parameter(torch.zeros(self.layout.num_heads))
+        self.switch = None
+        if config.switch != "none":
+            self.switch = GGRPriorSwitch(
+                self.layout, group_sizes, config.hidden_size, use_query=config.switch == "state_query"
+            )
         # The head layout (each head's value in each prior) is derived from the config, not a
         # weight or buffer: it is rebuilt exactly by `__init__` and never needs restoring after load.
         self._head_values_on: dict[torch.device, torch.Tensor] = {}
@@ -319,7 +343,7 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
             # batch x positions x heads tensor during training.
             return F.normalize(self.heads.forward_selected(hidden[b, t], k), dim=-1)
 
-        loss, num_pairs = None, None
+        loss, num_pairs, calibration_loss, sw_loss = None, None, None, None
         if target_ids is not None:
             if target_ids.dim() == 2:
                 target_ids = target_ids.unsqueeze(-1)
@@ -328,6 +352,18 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
             valid = (target_ids > 0) & attention_mask.bool().unsqueeze(-1)
             mask = self.head_item_mask()
             compat = self.compatibility(target_ids, valid, target_event_ids, user_groups, head_item_mask=mask)
+            ratio = float(self.config.positive_mixin_ratio)
+            if ratio > 0 and self.training and self.item_groups.num_priors > 0:
+                # Every pair the head's other constraints allow, as if it scored every item.
+                candidates = self.compatibility(
+                    target_ids, valid, target_event_ids, user_groups, head_item_mask=torch.ones_like(mask)
+                )
+                compat = mix_in_positives(
+                    compat,
+                    candidates,
+                    ratio,
+                    self._step_generator(negative_seeds, _MIXIN_SEED_SHIFT, mask.device),
+                )
             # The trainer passes `negative_seeds` (negatives as a function of the step, not of the
             # global RNG) and `gather_negatives` (share them across processes); see the helper.
             negatives = self._training_negatives(mask, input_ids.device, negative_seeds, gather_negatives)
@@ -352,16 +388,129 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
                 false_negative_threshold=self.config.false_negative_threshold,
             )
             loss, num_pairs = out.loss, out.num_pairs
+            # Positions with at least one target: the calibration and switch terms read only these.
+            b, t = valid.any(-1).nonzero(as_tuple=True)
+            if self._fused_term_active():
+                active = self.head_active(user_groups)
+                fused = fused_infonce_loss(
+                    F.normalize(self.heads(hidden[b, t]), dim=-1),
+                    target_ids[b, t],
+                    valid[b, t],
+                    mask,
+                    embed,
+                    self.draw_negatives(
+                        None,
+                        self.config.num_negatives,
+                        input_ids.device,
+                        None
+                        if negative_seeds is None
+                        else [s + _FUSED_NEGATIVE_SEED_SHIFT for s in negative_seeds],
+                        gather_negatives,
+                    ),
+                    self.current_logit_scale(),
+                    offset_weights(target_ids.shape[-1], self.config.offset_discount),
+                    head_active=None if active is None else active[b],
+                    head_offsets=self.head_offset,
+                    false_negative_threshold=self.config.false_negative_threshold,
+                )
+                calibration_loss = fused.loss
+                # Counted per training pair of the main loss (whose mean the trainer weights by
+                # `num_pairs` across processes), so that N processes train exactly as one does.
+                per_pair = fused.num_pairs / num_pairs if num_pairs else 1.0
+                loss = loss + float(self.config.calibration_loss_weight) * per_pair * calibration_loss
+            if self.switch is not None:
+                labels = switch_targets(self._memberships(), target_ids[b, t], valid[b, t])
+                sw_loss = switch_loss(self._switch_logits(hidden[b, t]), labels)
+                loss = loss + float(self.config.switch_loss_weight) * sw_loss
 
         if return_dict is False:
             return tuple(v for v in (loss, hidden, queries) if v is not None)
-        return GGROutput(loss=loss, last_hidden_state=hidden, head_states=queries, num_pairs=num_pairs)
+        return GGROutput(
+            loss=loss,
+            last_hidden_state=hidden,
+            head_states=queries,
+            num_pairs=num_pairs,
+            calibration_loss=calibration_loss,
+            switch_loss=sw_loss,
+        )
+
+    # ------------------------------------------------------------------ calibration and prior switch
+
+    def _fused_term_active(self) -> bool:
+        """The fused calibration term trains only models with an item-restricting prior: without one
+        every head already scores the whole catalogue against catalogue-wide negatives."""
+        return (
+            self.config.calibration in ("fused", "fused_offsets")
+            and float(self.config.calibration_loss_weight) > 0
+            and self.item_groups.num_priors > 0
+        )
+
+    @staticmethod
+    def _step_generator(seeds: list[int] | None, shift: int, device: torch.device) -> torch.Generator | None:
+        """A generator for one step's extra random draw (`None`: the global RNG), as the negatives do."""
+        if seeds is None:
+            return None
+        return torch.Generator(device=device).manual_seed(int(seeds[0]) + shift)
+
+    def _memberships(self) -> list[torch.Tensor]:
+        return [self.item_groups.membership(j) for j in range(self.item_groups.num_priors)]
+
+    def _switch_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The prior switch's logits `(M, num_groups)` from backbone states `(M, hidden_size)`."""
+        group_queries = None
+        if self.switch.uses_query:
+            num_groups = self.switch.num_groups
+            heads = self.switch.group_head.to(hidden.device).repeat(len(hidden))  # [M * G]
+            rows = hidden.repeat_interleave(num_groups, dim=0)  # [M * G, d]
+            group_queries = self.heads.forward_selected(rows, heads).view(len(hidden), num_groups, -1)
+        return self.switch(hidden, group_queries)
+
+    @torch.no_grad()
+    def switch_predictions(
+        self,
+        input_ids: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        query_timestamps: torch.Tensor | None = None,
+        target_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prior switch at each history's end, for evaluation.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`): histories, right-padded.
+            timestamps, query_timestamps: as in `score_items`.
+            target_ids (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): the next items (0:
+                none); the first `config.horizon` of them are what the switch predicts.
+
+        Returns:
+            probabilities (`torch.FloatTensor` of shape `(batch_size, num_groups)`) and, with
+            `target_ids`, the labels (`torch.BoolTensor` of the same shape: a target in the group).
+        """
+        if self.switch is None:
+            raise GGRInputError("this model has no prior switch (GGRConfig.switch is 'none')")
+        h = self._last_states(input_ids, timestamps, query_timestamps)
+        probs = torch.sigmoid(self._switch_logits(h))
+        if target_ids is None:
+            return probs, None
+        targets = target_ids[:, : self.config.horizon].to(h.device)
+        return probs, switch_targets(self._memberships(), targets, targets > 0)
 
     # ------------------------------------------------------------------ inference (the scoring contract)
 
+    @property
+    def has_score_bias(self) -> bool:
+        """Whether head scores carry an additive term (`calibration` `"fused_offsets"` or `"switch"`)."""
+        return self.config.calibration in ("fused_offsets", "switch")
+
     def item_table(self) -> torch.Tensor:
-        """`(num_items + 1, hidden_size)`: the backbone's L2-normalised item embeddings."""
-        return self.backbone.all_item_embeddings()
+        """`(num_items + 1, hidden_size)`: the backbone's L2-normalised item embeddings; with a score
+        bias (`has_score_bias`) one more column of ones, `(num_items + 1, hidden_size + 1)`.
+
+        The column makes `q . e` exactly `scale * cos(q_k, e_i) + b_k` when `user_queries` appends
+        `b_k` to each query, so fusion (dense, sparse and the blockwise top-k) needs no change."""
+        items = self.backbone.all_item_embeddings()
+        if self.has_score_bias:
+            items = torch.cat([items, items.new_ones(items.shape[0], 1)], dim=1)
+        return items
 
     def scoring_tensors(self) -> list[torch.Tensor]:
         """The backbone's weights and the item-group tables (what the fused top-k index depends on)."""
@@ -397,11 +546,29 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scaled, normalised head queries at each history's end `(batch_size, num_heads, hidden_size)`
         and the heads active for each user `(batch_size, num_heads)` (or `None`: all). `user_groups`
-        is checked against the model's user priors (see `recommend`)."""
+        is checked against the model's user priors (see `recommend`).
+
+        With a score bias (`has_score_bias`) each query gets one more entry, the head's additive term
+        (its learned offset, or `log p` of its item group under the prior switch), matching the ones
+        column of `item_table`. With `switch_gating` the heads of groups the switch predicts absent
+        are inactive."""
         user_groups = user_groups_tensor(self.layout, user_groups, input_ids.shape[0], input_ids.device)
         h = self._last_states(input_ids, timestamps, query_timestamps)  # [B, d]
         q = F.normalize(self.heads(h), dim=-1) * self.current_logit_scale()  # [B, H, d]
-        return q, self.head_active(user_groups, target_event)
+        active = self.head_active(user_groups, target_event)
+        logits = self._switch_logits(h) if self.switch is not None else None  # [B, G]
+        if logits is not None and self.config.switch_gating:
+            gate = self.switch.head_active(
+                logits, self.head_values(h.device), float(self.config.switch_threshold)
+            )
+            active = gate if active is None else active & gate
+        if self.has_score_bias:
+            if self.config.calibration == "switch":
+                bias = self.switch.head_log_prob(logits, self.head_values(h.device))  # [B, H]
+            else:
+                bias = self.head_offset.unsqueeze(0).expand(len(h), -1)
+            q = torch.cat([q, bias.unsqueeze(-1).to(q.dtype)], dim=-1)  # [B, H, d + 1]
+        return q, active
 
 
 # `AutoModel.from_pretrained` on a ggr-hf folder works once the model module is loaded.

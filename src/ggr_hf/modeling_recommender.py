@@ -120,6 +120,13 @@ class RecommenderMixin:
         check_save_target(save_directory)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Uploads the model with its model card in one commit; see [`ggr_hf.hub.push.push_model_to_hub`]
+        (`private`, `token`, `revision`, `commit_message`, ...)."""
+        from ggr_hf.hub.push import push_model_to_hub
+
+        return push_model_to_hub(self, repo_id, **kwargs)
+
     # ------------------------------------------------------------------ shared training helper
 
     def draw_negatives(

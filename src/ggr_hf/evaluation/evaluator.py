@@ -103,7 +103,13 @@ def evaluate_model(
 
     Returns:
         `dict` with `recall@K`, `ndcg@K` (and `_h{h}` horizons), `entropy@10/50`,
-        `new_interest_recall@K`, `num_users`, `head_share@10` (share of top-10 slots per head).
+        `new_interest_recall@K`, `num_users`, `head_share@10` (share of top-10 slots per head); for a
+        GGR model with a prior switch also `switch_accuracy` (share of (user, group) decisions right at
+        `config.switch_threshold`), `switch_balanced_accuracy` (per group the mean of the true-positive
+        and true-negative rates, averaged over the groups where both classes occur: chance is 0.5
+        whatever the class balance) and `switch_positive_rate` (share of (user, group) labels that are
+        positive). The switch's labels are whether one of the user's first `config.horizon` targets of
+        the split falls in the group: what it is trained to predict.
     """
     model.eval()
     device = model.device
@@ -124,8 +130,26 @@ def evaluate_model(
 
     if oracle_events and rows.target_events is None:
         raise GGRInputError("oracle_events needs a data set with event types")
-    return _run(
-        scorer,
+    switch = (
+        SwitchCounts(float(model.config.switch_threshold))
+        if getattr(model, "switch", None) is not None
+        else None
+    )
+    score = scorer
+    if switch is not None:
+
+        def score(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            probs, labels = model.switch_predictions(
+                batch["input_ids"].to(device),
+                batch["timestamps"].to(device),
+                batch["query_timestamps"].to(device),
+                target_ids=batch["targets"].to(device),
+            )
+            switch.add(probs, labels)
+            return scorer(batch)
+
+    out = _run(
+        score,
         rows,
         max_seq_len=model.config.max_seq_len,
         item_categories=item_categories,
@@ -137,6 +161,38 @@ def evaluate_model(
         progress=progress,
         desc="evaluate",
     )
+    if switch is not None:
+        out.update(switch.metrics())
+    return out
+
+
+class SwitchCounts:
+    """Confusion counts of the prior switch per group, accumulated over evaluation batches."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.counts: torch.Tensor | None = None  # [4, G]: tp, fn, fp, tn
+
+    def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        """`probs` `(batch_size, num_groups)`, `labels` `(batch_size, num_groups)` bool."""
+        pred = (probs >= self.threshold).cpu()
+        y = labels.cpu()
+        batch = torch.stack([(pred & y).sum(0), (~pred & y).sum(0), (pred & ~y).sum(0), (~pred & ~y).sum(0)])
+        self.counts = batch if self.counts is None else self.counts + batch
+
+    def metrics(self) -> dict[str, float]:
+        if self.counts is None:
+            return {}
+        tp, fn, fp, tn = self.counts.double()
+        pos, neg = tp + fn, fp + tn
+        both = (pos > 0) & (neg > 0)
+        balanced = ((tp / pos.clamp(min=1) + tn / neg.clamp(min=1)) / 2)[both]
+        total = float(self.counts.sum())
+        return {
+            "switch_accuracy": float((tp + tn).sum()) / total,
+            "switch_balanced_accuracy": float(balanced.mean()) if bool(both.any()) else float("nan"),
+            "switch_positive_rate": float(pos.sum()) / total,
+        }
 
 
 def evaluate_popularity(

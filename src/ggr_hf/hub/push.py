@@ -147,11 +147,20 @@ def push_model_to_hub(
             raise GGRModelFolderError(
                 f"{source} is a file, not a model folder: pass the folder holding config.json"
             )
-        source_type = read_config_dict(source).get("model_type")
+        source_config = read_config_dict(source)
+        source_type = source_config.get("model_type")
+        # A baseline of the package (ComiRec, REMI, DualVAE, ...) carries a backbone sub-config.
+        is_baseline = isinstance(source_config.get("backbone_config"), dict) and source_type != GGR_MODEL_TYPE
         if source_type == HEADS_MODEL_TYPE:
             heads_only = True
-        elif source_type != GGR_MODEL_TYPE:
-            raise GGRInputError(f"{source} holds a {source_type!r} model; push a GGR model or heads folder")
+        elif is_baseline and heads_only:
+            raise GGRInputError(
+                f"{source} holds a {source_type!r} baseline, which has no heads; push it whole"
+            )
+        elif source_type != GGR_MODEL_TYPE and not is_baseline:
+            raise GGRInputError(
+                f"{source} holds a {source_type!r} model; push a ggr-hf recommendation model or GGR heads folder"
+            )
         elif heads_only:  # the heads of a full folder: loaded, then saved like a model object
             model_object, source = load_ggr(source), None
 
@@ -196,7 +205,7 @@ def push_model_to_hub(
         api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None and revision != "main":
             api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True, repo_type="model")
-        what = "GGR heads" if heads_only else "GGR model"
+        what = "GGR heads" if heads_only else f"{read_config_dict(card_dir).get('model_type', 'ggr')} model"
         return api.create_commit(
             repo_id=repo_id,
             operations=[

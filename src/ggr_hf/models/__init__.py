@@ -2,8 +2,8 @@
 
 Every backbone implements the contract of `ggr_hf.models.backbone` and is found by `GGRConfig` /
 `GGRForRecommendation` through `AutoConfig` / `AutoModel` under its `model_type`, like any
-transformers model: ggr-hf's own (`hstu`, `hllm`) are registered here, a user's own with
-`AutoConfig.register` / `AutoModel.register`, with no edit to ggr-hf.
+transformers model: ggr-hf's own (`hstu`, `hllm`, `sasrec`, `item_embedding`) are registered here,
+a user's own with `AutoConfig.register` / `AutoModel.register`, with no edit to ggr-hf.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ggr_hf.models.backbone import GGRBackboneModel
 
-SHIPPED_BACKBONES = ("hstu", "hllm")
+SHIPPED_BACKBONES = ("hstu", "hllm", "sasrec", "item_embedding")
 
 
 @functools.cache
@@ -26,21 +26,32 @@ def register_backbone_configs() -> None:
     """Registers the configs of the shipped backbones with `AutoConfig`, once per process (every
     `GGRConfig` asks for its backbone's config class through here)."""
     from ggr_hf.configuration_utils import register_model_type
+    from ggr_hf.models.embedding.configuration_embedding import ItemEmbeddingConfig
     from ggr_hf.models.hllm.configuration_hllm import HLLMConfig
     from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
+    from ggr_hf.models.sasrec.configuration_sasrec import SASRecConfig
 
-    for config_class in (HSTUConfig, HLLMConfig):
+    for config_class in (HSTUConfig, HLLMConfig, SASRecConfig, ItemEmbeddingConfig):
         register_model_type(config_class.model_type, config_class)
 
 
 def shipped_backbones() -> list[tuple[type, type]]:
     """(config class, model class) of each backbone shipped with ggr-hf."""
+    from ggr_hf.models.embedding.configuration_embedding import ItemEmbeddingConfig
+    from ggr_hf.models.embedding.modeling_embedding import ItemEmbeddingModel
     from ggr_hf.models.hllm.configuration_hllm import HLLMConfig
     from ggr_hf.models.hllm.modeling_hllm import HLLMModel
     from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
     from ggr_hf.models.hstu.modeling_hstu import HSTUModel
+    from ggr_hf.models.sasrec.configuration_sasrec import SASRecConfig
+    from ggr_hf.models.sasrec.modeling_sasrec import SASRecModel
 
-    return [(HSTUConfig, HSTUModel), (HLLMConfig, HLLMModel)]
+    return [
+        (HSTUConfig, HSTUModel),
+        (HLLMConfig, HLLMModel),
+        (SASRecConfig, SASRecModel),
+        (ItemEmbeddingConfig, ItemEmbeddingModel),
+    ]
 
 
 @functools.cache

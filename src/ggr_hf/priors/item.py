@@ -4,6 +4,10 @@ The column may hold one value or a list per item (multi-label). `mapping` maps r
 groups (one group or a list); a raw value missing from the mapping is an error naming the prior and
 the value. An item with no group is an error (`missing: error`, the default) or joins a group named
 "other" (`missing: other`), counted and logged. Heads score only their group's items.
+
+`label: first` keeps only each item's first group (after mapping), which turns a multi-label column
+into a single-label category, i.e. a partition of the catalogue (ML-100K: each movie's first listed
+genre); `label: all` (the default) keeps every group.
 """
 
 from __future__ import annotations
@@ -28,10 +32,18 @@ def check_missing_rule(spec: dict[str, Any], fail: Callable[[str], ValueError]) 
         raise fail(f"missing must be 'error' or 'other', got {spec.get('missing')!r}")
 
 
+LABEL_RULES = ("all", "first")
+
+
+def check_label_rule(spec: dict[str, Any], fail: Callable[[str], ValueError]) -> None:
+    if spec.get("label", "all") not in LABEL_RULES:
+        raise fail(f"label must be one of {list(LABEL_RULES)}, got {spec.get('label')!r}")
+
+
 def resolve_groups(
     prior: Prior, raw_per_row: list[list], table_name: str
 ) -> tuple[list[str], list[list[str]], int]:
-    """Maps raw column values to group names.
+    """Maps raw column values to group names (only the first group of each row with `label: first`).
 
     Returns:
         (values, groups per row, rows that fell back to "other").
@@ -53,7 +65,10 @@ def resolve_groups(
                 groups.extend(str(m) for m in (mapped if isinstance(mapped, (list, tuple)) else [mapped]))
             else:
                 groups.append(str(v))
-        groups_per_row.append(list(dict.fromkeys(groups)))
+        groups = list(dict.fromkeys(groups))
+        if spec.get("label", "all") == "first":
+            groups = groups[:1]
+        groups_per_row.append(groups)
     values = spec.get("values")
     found = sorted({g for gs in groups_per_row for g in gs})
     if values is None:
@@ -83,10 +98,11 @@ def resolve_groups(
 
 @register_prior
 class ItemPrior(Prior):
-    """`{"type": "item", "field": COLUMN, "mapping": {raw: group}, "missing": "error" | "other"}`."""
+    """`{"type": "item", "field": COLUMN, "mapping": {raw: group}, "missing": "error" | "other",
+    "label": "all" | "first"}`."""
 
     type = "item"
-    fields = frozenset({"field", "mapping", "missing"})
+    fields = frozenset({"field", "mapping", "missing", "label"})
     restricts_items = True
 
     @classmethod
@@ -94,6 +110,7 @@ class ItemPrior(Prior):
         if not spec.get("field"):
             raise fail("an item prior needs 'field', the item-table column holding the groups")
         check_missing_rule(spec, fail)
+        check_label_rule(spec, fail)
 
     def resolve(self, bundle: RecDataBundle, split: SplitData | None = None) -> ResolvedPrior:
         column = self.spec["field"]

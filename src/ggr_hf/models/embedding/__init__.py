@@ -11,4 +11,9 @@ from ggr_hf.models.embedding.modeling_embedding import (
     ItemEmbeddingPreTrainedModel,
 )
 
-__all__ = ["ItemEmbeddingConfig", "ItemEmbeddingModel", "ItemEmbeddingModelOutput", "ItemEmbeddingPreTrainedModel"]
+__all__ = [
+    "ItemEmbeddingConfig",
+    "ItemEmbeddingModel",
+    "ItemEmbeddingModelOutput",
+    "ItemEmbeddingPreTrainedModel",
+]

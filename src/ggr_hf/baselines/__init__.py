@@ -1,0 +1,1 @@
+"""Baseline recommendation models (ComiRec, REMI, DualVAE) on ggr-hf backbones."""
