@@ -24,7 +24,6 @@ from ggr_hf.losses import fused_infonce_loss, infonce_loss, mix_in_positives, of
 from ggr_hf.modeling_inputs import user_groups_tensor
 from ggr_hf.modeling_recommender import Recommendation, RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
-from ggr_hf.models.backbone import request_query_timestamps
 
 __all__ = ["GGRForRecommendation", "GGRItemGroups", "GGROutput", "GGRPreTrainedModel", "Recommendation"]
 
@@ -523,18 +522,8 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         query_timestamps: torch.Tensor | None,
     ) -> torch.Tensor:
         """Backbone state at each user's last real position: `(batch_size, hidden_size)`."""
-        attention_mask = input_ids != 0
-        lengths = attention_mask.sum(1)
-        if (lengths == 0).any():
-            raise GGRInputError("every history needs at least one item (a row of input_ids is all padding)")
-        q_ts = None
-        if query_timestamps is not None and timestamps is not None:
-            # The request time applies to the last real position; earlier positions use the next event.
-            q_ts = request_query_timestamps(timestamps, attention_mask, query_timestamps)
-        hidden = self.backbone(
-            input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
-        ).last_hidden_state
-        return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
+        hidden, _, last = self.request_states(input_ids, timestamps, query_timestamps)
+        return hidden[torch.arange(len(last), device=hidden.device), last]
 
     def user_queries(
         self,

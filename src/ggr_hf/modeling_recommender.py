@@ -39,6 +39,7 @@ from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fu
 from ggr_hf.hub.io import check_save_target
 from ggr_hf.losses import gather_negatives, sample_negatives
 from ggr_hf.modeling_inputs import check_integer_tensor, check_item_ids, is_integer, pad_histories
+from ggr_hf.models.backbone import request_query_timestamps
 
 
 @dataclass
@@ -180,6 +181,35 @@ class RecommenderMixin:
         if (lengths == 0).any():
             raise GGRInputError("every history needs at least one item (a row of input_ids is all padding)")
         return lengths - 1
+
+    def request_states(
+        self,
+        input_ids: torch.Tensor,
+        timestamps: torch.Tensor | None,
+        query_timestamps: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The backbone's states for scoring at a request: the request time applies to each history's
+        last real position, earlier positions use the next event (models with a `backbone`).
+
+        Returns:
+            `last_hidden_state` `(batch_size, seq_len, hidden_size)`, the attention mask
+            `(batch_size, seq_len)` and each history's last real position `(batch_size,)`.
+        """
+        attention_mask = input_ids != 0
+        last = self.last_positions(input_ids)
+        q_ts = None
+        if query_timestamps is not None and timestamps is not None:
+            q_ts = request_query_timestamps(timestamps, attention_mask, query_timestamps)
+        hidden = self.backbone(
+            input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
+        ).last_hidden_state
+        return hidden, attention_mask, last
+
+    @staticmethod
+    def refuse_user_groups(user_groups: Any) -> None:
+        """Models without user priors take no `user_groups`."""
+        if user_groups is not None:
+            raise GGRInputError("user_groups: this model has no user priors; leave user_groups out")
 
     def fusion_index(self) -> FusionIndex:
         """The catalogue in compatibility-signature blocks for exact fused top-k, built once and

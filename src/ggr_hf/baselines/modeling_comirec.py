@@ -61,10 +61,8 @@ from transformers.utils import ModelOutput
 
 from ggr_hf.baselines.configuration_comirec import ComiRecConfig, RemiConfig
 from ggr_hf.configuration_utils import register_model_type
-from ggr_hf.errors import GGRInputError
 from ggr_hf.modeling_recommender import RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
-from ggr_hf.models.backbone import request_query_timestamps
 
 __all__ = [
     "ComiRecDynamicRouting",
@@ -76,8 +74,6 @@ __all__ = [
     "hard_negative_weights",
     "routing_regularization",
 ]
-
-_NO_USER_PRIORS = "this model has no user priors; leave user_groups out"
 
 
 @dataclass
@@ -365,8 +361,7 @@ class ComiRecForRecommendation(RecommenderMixin, ComiRecPreTrainedModel):
                 these (one draw of `num_negatives` each); the trainer passes them.
             gather_negatives (`bool`): every process scores the union of all processes' negatives.
         """
-        if user_groups is not None:
-            raise GGRInputError(_NO_USER_PRIORS)
+        self.refuse_user_groups(user_groups)
         if attention_mask is None:
             attention_mask = input_ids != 0
         attention_mask = attention_mask.bool()
@@ -465,17 +460,8 @@ class ComiRecForRecommendation(RecommenderMixin, ComiRecPreTrainedModel):
         """The interests at each history's last real position, normalised and times the logit scale:
         `(batch_size, num_interests, hidden_size)`; every interest serves every user (`None`).
         `target_event` is ignored; `user_groups` must be `None`."""
-        if user_groups is not None:
-            raise GGRInputError(_NO_USER_PRIORS)
-        attention_mask = input_ids != 0
-        last = self.last_positions(input_ids)  # [B]
-        q_ts = None
-        if query_timestamps is not None and timestamps is not None:
-            # The request time applies to the last real position; earlier positions use the next event.
-            q_ts = request_query_timestamps(timestamps, attention_mask, query_timestamps)
-        hidden = self.backbone(
-            input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
-        ).last_hidden_state
+        self.refuse_user_groups(user_groups)
+        hidden, attention_mask, last = self.request_states(input_ids, timestamps, query_timestamps)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         allowed = (positions.unsqueeze(0) <= last.unsqueeze(1)) & attention_mask  # [B, T]
         interests, _ = self.extract_interests(hidden, allowed.unsqueeze(1))  # [B, 1, K, d]

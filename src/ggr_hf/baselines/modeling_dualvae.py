@@ -68,14 +68,11 @@ from transformers.utils import ModelOutput
 
 from ggr_hf.baselines.configuration_dualvae import DualVAEConfig
 from ggr_hf.configuration_utils import register_model_type
-from ggr_hf.errors import GGRInputError
 from ggr_hf.modeling_recommender import RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
-from ggr_hf.models.backbone import request_query_timestamps
 
 __all__ = ["DualVAEForRecommendation", "DualVAEOutput", "DualVAEPreTrainedModel"]
 
-_NO_USER_PRIORS = "this model has no user priors; leave user_groups out"
 # The release's floor on the posterior standard deviation and its log epsilon.
 _STD_FLOOR = 1e-4
 _EPS = 1e-10
@@ -343,8 +340,7 @@ class DualVAEForRecommendation(RecommenderMixin, DualVAEPreTrainedModel):
         Returns:
             [`DualVAEOutput`], or a tuple of its non-`None` fields when `return_dict=False`.
         """
-        if user_groups is not None:
-            raise GGRInputError(_NO_USER_PRIORS)
+        self.refuse_user_groups(user_groups)
         if attention_mask is None:
             attention_mask = input_ids != 0
         attention_mask = attention_mask.bool()
@@ -463,17 +459,8 @@ class DualVAEForRecommendation(RecommenderMixin, DualVAEPreTrainedModel):
         """The scaled query at each history's end `(batch_size, 1, num_aspects * latent_size)`: the
         posterior means, L2-normalised per aspect and concatenated; every query is active (`None`).
         `target_event` is ignored; `user_groups` must be `None`."""
-        if user_groups is not None:
-            raise GGRInputError(_NO_USER_PRIORS)
-        attention_mask = input_ids != 0
-        last = self.last_positions(input_ids)
-        q_ts = None
-        if query_timestamps is not None and timestamps is not None:
-            # The request time applies to the last real position; earlier positions use the next event.
-            q_ts = request_query_timestamps(timestamps, attention_mask, query_timestamps)
-        hidden = self.backbone(
-            input_ids=input_ids, timestamps=timestamps, attention_mask=attention_mask, query_timestamps=q_ts
-        ).last_hidden_state
+        self.refuse_user_groups(user_groups)
+        hidden, attention_mask, last = self.request_states(input_ids, timestamps, query_timestamps)
         mu, _ = self.user_posterior(hidden, attention_mask)
         mu = mu[torch.arange(len(last), device=mu.device), last]  # [B, A, K]
         query = F.normalize(mu, dim=-1).flatten(-2) * self.current_logit_scale()
