@@ -354,6 +354,47 @@ def test_fused_loss_matches_a_loop_reference(with_active):
     assert float(out.loss) == pytest.approx(ref, rel=1e-5, abs=1e-5)
 
 
+def test_fused_loss_in_position_chunks_equals_one_chunk(monkeypatch):
+    """Chunking the `(M, N, heads)` scores over positions changes neither the loss nor its gradients."""
+    import ggr_hf.losses as losses
+
+    g = torch.Generator().manual_seed(3)
+    num_items, heads, dim = 20, 5, 8
+    emb = F.normalize(torch.randn(num_items + 1, dim, generator=g), dim=-1)
+    mask = torch.rand(num_items + 1, heads, generator=g) < 0.4
+    mask[0] = False
+    mask[1:, 0] |= ~mask[1:].any(-1)  # every item has a head
+    target_ids = torch.randint(1, num_items + 1, (7, 1), generator=g)
+    negatives = torch.randint(1, num_items + 1, (1, 6), generator=g)
+    base = torch.randn(7, heads, dim, generator=g)
+    offsets0 = torch.randn(heads, generator=g)
+
+    def run():
+        q = base.clone().requires_grad_(True)
+        offsets = offsets0.clone().requires_grad_(True)
+        out = fused_infonce_loss(
+            F.normalize(q, dim=-1),
+            target_ids,
+            target_ids > 0,
+            mask,
+            lambda i: emb[i],
+            negatives,
+            5.0,
+            torch.ones(1),
+            None,
+            offsets,
+            0.99,
+        )
+        out.loss.backward()
+        return out.loss.detach(), q.grad, offsets.grad
+
+    whole = run()
+    monkeypatch.setattr(losses, "_FUSED_CHUNK_ELEMENTS", 2 * 6 * heads)  # 2 positions per chunk
+    chunked = run()
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b)
+
+
 def test_model_loss_is_the_paper_loss_plus_the_weighted_fused_term():
     ids, ts = histories()
     targets = targets_of(ids, 2)
