@@ -93,13 +93,17 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
     assert max_abs_diff(two, different) > 100 * TOLERANCE
 
 
-def test_the_train_command_runs_under_accelerate_launch(tmp_path):
+@pytest.mark.parametrize("model_type", ["ggr", "remi"])
+def test_the_train_command_runs_under_accelerate_launch(tmp_path, model_type):
     # `accelerate launch -m ggr_hf.cli train`: both ranks train, the main one evaluates and prints once,
-    # and the run ends cleanly (exit 0, not SIGABRT from a process group left alive).
+    # and the run ends cleanly (exit 0, not SIGABRT from a process group left alive). A baseline (REMI:
+    # hard negatives and routing regularisation) goes through the same command with no branch.
+    config = tiny_config(tmp_path / "cli", max_steps=2, checkpoint_every_epochs=0)
+    if model_type != "ggr":
+        config["model"] = {**config["model"], "model_type": model_type, "num_interests": 2}
+        del config["model"]["priors"]
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(
-        yaml.safe_dump(tiny_config(tmp_path / "cli", max_steps=2, checkpoint_every_epochs=0))
-    )
+    config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     cmd = [
         *(sys.executable, "-m", "accelerate.commands.launch"),
