@@ -389,7 +389,7 @@ def test_fused_loss_in_position_chunks_equals_one_chunk(monkeypatch):
         return out.loss.detach(), q.grad, offsets.grad
 
     whole = run()
-    monkeypatch.setattr(losses, "_FUSED_CHUNK_ELEMENTS", 2 * 6 * heads)  # 2 positions per chunk
+    monkeypatch.setattr(losses, "_FUSED_CHUNK_ELEMENTS", 2 * 6 * heads)  # at most 2 positions per chunk
     chunked = run()
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b)
