@@ -62,6 +62,11 @@ RULES = [
     ("ggr_hf.training", "ggr_hf.experiments"),
     ("ggr_hf.training", "ggr_hf.cli"),
     ("ggr_hf.experiments", "ggr_hf.cli"),
+    # Approximate retrieval works on any model's scoring contract: no data, training, experiments or CLI.
+    *[
+        ("ggr_hf.retrieval", p)
+        for p in ("ggr_hf.data", "ggr_hf.training", "ggr_hf.experiments", "ggr_hf.cli")
+    ],
     # The baselines and the shared scoring contract sit beside the GGR wrapper: they know backbones,
     # losses and the hub, never GGR's priors, data, training, experiments or the CLI.
     *[

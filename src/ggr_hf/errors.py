@@ -20,6 +20,7 @@ __all__ = [
     "GGRIncompleteRunWarning",
     "GGRInputError",
     "GGRLockTimeoutError",
+    "GGRMissingDependencyError",
     "GGRModelFolderError",
     "GGRTrainingError",
     "UnreadableWeightsError",
@@ -72,6 +73,10 @@ class GGRTrainingError(GGRError, RuntimeError):
 class GGRLockTimeoutError(GGRError, TimeoutError):
     """Another process held a data cache's lock for longer than `GGR_HF_LOCK_TIMEOUT` (names the
     lock file and the holder). Not bad input: the CLI exits with 1."""
+
+
+class GGRMissingDependencyError(GGRError, ImportError):
+    """An optional dependency is not installed (the message names the extra that installs it)."""
 
 
 class GGRIncompleteRunWarning(UserWarning):

@@ -1,7 +1,7 @@
 """The `ggr-hf` command line: one dispatcher, one module per command group.
 
 Each command module (`train`, `evaluate`, `recommend`, `compare`, `ablate`, `hub` for `push` and
-`card`, `data`) exposes `add_parsers(subparsers) -> None`; each leaf parser sets `run`, a function
+`card`, `data`, `index`) exposes `add_parsers(subparsers) -> None`; each leaf parser sets `run`, a function
 `(args) -> int`. The dispatcher owns what is common: the exit codes, error reporting, `--verbose`,
 and the console (library logs and progress bars off unless `--verbose`). Command modules import
 their heavy dependencies inside `run`, so that `ggr-hf data ...` never imports torch.
@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from typing import NoReturn, TextIO
 
-from ggr_hf.cli import ablate, compare, data, evaluate, hub, recommend, train
+from ggr_hf.cli import ablate, compare, data, evaluate, hub, index, recommend, train
 from ggr_hf.errors import GGRError, GGRIncompleteRunWarning, GGRLockTimeoutError, GGRTrainingError
 
 __all__ = [
@@ -65,7 +65,7 @@ exit codes:
 --verbose shows tracebacks and the libraries' logs and progress bars.
 docs/errors.md lists every error with an example message and the fix."""
 
-COMMAND_MODULES = (train, evaluate, recommend, compare, ablate, data, hub)
+COMMAND_MODULES = (train, evaluate, recommend, compare, ablate, data, hub, index)
 
 # Loggers of the libraries under us: quiet (errors only) unless --verbose.
 LIBRARY_LOGGERS = ("transformers", "accelerate", "datasets", "huggingface_hub", "torch", "matplotlib")
