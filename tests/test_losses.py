@@ -73,6 +73,27 @@ def test_in_group_negatives_come_only_from_the_group():
     assert shared.shape == (1, 300) and shared.min() >= 1 and shared.max() <= 20
 
 
+def test_in_group_negatives_match_the_per_head_reference():
+    # The sampler lays every head's items out in one flat list instead of sorting the mask; the draws
+    # must stay those of the plain per-head form (same generator stream), so that runs and checkpoints
+    # keep their negatives. Row 0 (padding) set and an empty head are included.
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(40):
+        num_items = int(torch.randint(1, 50, (1,), generator=gen))
+        num_heads = int(torch.randint(1, 6, (1,), generator=gen))
+        mask = torch.rand(num_items + 1, num_heads, generator=gen) < float(torch.rand(1, generator=gen))
+        mask[0] = True
+        mask[:, -1] = False
+        got = sample_negatives(mask, num_items, 33, torch.Generator().manual_seed(trial))
+        g = torch.Generator().manual_seed(trial)
+        u = torch.rand((num_heads, 33), generator=g)
+        fallback = torch.randint(1, num_items + 1, (num_heads, 33), generator=g)
+        for k in range(num_heads):
+            items = mask[1:, k].nonzero(as_tuple=True)[0] + 1
+            expected = items[(u[k] * len(items)).long()] if len(items) else fallback[k]
+            assert torch.equal(got[k], expected), (trial, k)
+
+
 def test_model_loss_uses_in_group_or_global_negatives(monkeypatch, batch):
     ids, ts = batch
     seen = []

@@ -137,3 +137,30 @@ def test_fusion_index_is_rebuilt_after_the_weights_change(batch):
     scores, _ = model.score_items(ids, exclude=ids)
     assert torch.equal(after.item_ids, scores.topk(5, dim=1).indices)
     assert not torch.equal(before.item_ids, after.item_ids)
+
+
+def test_training_mask_is_kept_between_steps_and_follows_the_item_groups(batch):
+    ids, ts = batch
+    model = tiny_model().train()
+    targets = torch.roll(ids, -1, 1)
+    first = model._training_mask()
+    assert model._training_mask() is first  # kept while the item groups are unchanged
+    loss = model(ids, timestamps=ts, target_ids=targets).loss
+    # New groups (as set_item_groups or load_state_dict write them, in place): the loss must use them.
+    name = model.config.priors[model.layout.item_prior_indices[0]]["name"]
+    model.set_item_groups(name, model.item_groups.membership(0).roll(1, dims=1))
+    assert torch.equal(model._training_mask(), model.head_item_mask())
+    assert not torch.equal(model._training_mask(), first)
+    torch.manual_seed(0)
+    cached = model(ids, timestamps=ts, target_ids=targets, negative_seeds=[5]).loss
+    model._training_mask_cache = None
+    torch.manual_seed(0)
+    rebuilt = model(ids, timestamps=ts, target_ids=targets, negative_seeds=[5]).loss
+    assert torch.equal(cached, rebuilt) and not torch.equal(cached, loss)
+    # The kept negative pool draws what a pool built from a fresh mask draws.
+    kept = model._training_negatives(model._training_mask(), torch.device("cpu"), [5, 6])
+    fresh = model._training_negatives(model.head_item_mask(), torch.device("cpu"), [5, 6])
+    assert torch.equal(kept, fresh)
+    state = tiny_model().state_dict()
+    model.load_state_dict(state)
+    assert torch.equal(model._training_mask(), tiny_model().head_item_mask())

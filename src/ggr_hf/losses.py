@@ -28,11 +28,33 @@ def offset_weights(horizon: int, discount: float) -> torch.Tensor:
     return (w / w.sum()).float()
 
 
+def negative_pool(head_item_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every head's items in one flat list, the pool `sample_negatives` draws in-group negatives from.
+
+    Heads follow each other, and a head's items are in id order: head k's (j+1)-th item is
+    `items[offsets[k] + j]`. Built with one pass over the mask (no sort); a caller whose mask does not
+    change between steps can build it once and pass it to `sample_negatives`.
+
+    Args:
+        head_item_mask (`torch.BoolTensor` of shape `(num_items + 1, num_heads)`): row 0 is ignored.
+
+    Returns:
+        `tuple` of `torch.LongTensor`: `items` `(n,)`, `offsets` `(num_heads,)` and `counts` `(num_heads,)`.
+    """
+    pairs = head_item_mask[1:].T.nonzero()  # [n, 2]: (head, item id - 1), head-major
+    heads = torch.arange(head_item_mask.shape[1] + 1, device=head_item_mask.device)
+    # Where each head's part starts, found in the sorted head column (a boolean sum over the
+    # catalogue costs more than the nonzero itself).
+    bounds = torch.searchsorted(pairs[:, 0].contiguous(), heads)
+    return pairs[:, 1] + 1, bounds[:-1], bounds[1:] - bounds[:-1]
+
+
 def sample_negatives(
     head_item_mask: torch.Tensor | None,
     num_items: int,
     num_negatives: int,
     generator: torch.Generator | None = None,
+    pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Uniform negatives, from each head's own items (in-group) or from the whole catalogue.
 
@@ -41,6 +63,8 @@ def sample_negatives(
             Items each head may score. `None` gives one shared row of catalogue-wide negatives.
         num_items (`int`): catalogue size (ids `1..num_items`).
         num_negatives (`int`): negatives per row.
+        pool (`tuple`, *optional*): `negative_pool(head_item_mask)`, when the caller keeps it; built
+            here otherwise.
 
     Returns:
         `torch.LongTensor` of shape `(num_heads, num_negatives)`, or `(1, num_negatives)` without a
@@ -49,15 +73,13 @@ def sample_negatives(
     device = head_item_mask.device if head_item_mask is not None else torch.device("cpu")
     if head_item_mask is None:
         return torch.randint(1, num_items + 1, (1, num_negatives), generator=generator, device=device)
-    mask = head_item_mask.clone()
-    mask[0] = False
-    counts = mask.sum(0)  # [H]
-    # Items of head k sorted into one flat list per head: position j of head k's list is found by
-    # ranking within the column, i.e. the (j+1)-th True of the column.
-    order = torch.argsort(mask.T.to(torch.int8), dim=1, descending=True, stable=True)  # [H, I+1]
-    u = torch.rand((mask.shape[1], num_negatives), generator=generator, device=device)
+    items, offsets, counts = pool if pool is not None else negative_pool(head_item_mask)
+    u = torch.rand((head_item_mask.shape[1], num_negatives), generator=generator, device=device)
     pick = (u * counts.clamp(min=1).unsqueeze(1)).long()  # [H, N]
-    negs = torch.gather(order, 1, pick)
+    # A head without items indexes past its (empty) part; its row is replaced by the fallback below.
+    negs = (
+        items[(offsets.unsqueeze(1) + pick).clamp(max=max(items.numel() - 1, 0))] if items.numel() else pick
+    )
     fallback = torch.randint(1, num_items + 1, negs.shape, generator=generator, device=device)
     return torch.where((counts > 0).unsqueeze(1), negs, fallback)
 

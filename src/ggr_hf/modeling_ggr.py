@@ -20,7 +20,7 @@ from ggr_hf.heads.switch import GGRPriorSwitch, switch_loss, switch_targets
 from ggr_hf.hub.io import check_save_target
 from ggr_hf.hub.loading import load_ggr, save_heads
 from ggr_hf.hub.push import push_model_to_hub
-from ggr_hf.losses import fused_infonce_loss, infonce_loss, mix_in_positives, offset_weights
+from ggr_hf.losses import fused_infonce_loss, infonce_loss, mix_in_positives, negative_pool, offset_weights
 from ggr_hf.modeling_inputs import user_groups_tensor
 from ggr_hf.modeling_recommender import Recommendation, RecommenderMixin
 from ggr_hf.models import build_backbone, register_backbone_models
@@ -131,6 +131,7 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         # The head layout (each head's value in each prior) is derived from the config, not a
         # weight or buffer: it is rebuilt exactly by `__init__` and never needs restoring after load.
         self._head_values_on: dict[torch.device, torch.Tensor] = {}
+        self._training_mask_cache: tuple[tuple, torch.Tensor, tuple] | None = None
         self.post_init()
 
     # ------------------------------------------------------------------ Hub: loading, heads, push
@@ -210,6 +211,19 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         mask[0] = False
         return mask
 
+    def _training_mask(self) -> torch.Tensor:
+        """`head_item_mask()` for the training loss, kept between steps with the in-group negatives'
+        pool (`ggr_hf.losses.negative_pool`): both depend only on the item-group buffers (tracked
+        through their data pointers and in-place version counters, which `set_item_groups`,
+        `load_state_dict` and moves bump), and rebuilding them takes two passes over a heads x
+        catalogue table every step. Only `forward` uses them, and nothing there writes to them."""
+        key = (self.logit_scale.device, *((b.data_ptr(), b._version) for b in self.item_groups.buffers()))
+        if self._training_mask_cache is None or self._training_mask_cache[0] != key:
+            mask = self.head_item_mask()
+            pool = negative_pool(mask) if self.item_groups.num_priors > 0 else None
+            self._training_mask_cache = (key, mask, pool)
+        return self._training_mask_cache[1]
+
     def head_active(
         self, user_groups: torch.Tensor | None = None, target_event: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -286,7 +300,10 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         # whole catalogue, so in-group sampling only matters with an item-restricting prior.
         in_group = self.config.negative_sampling == "in_group" and self.item_groups.num_priors > 0
         mask = head_item_mask if in_group else None
-        return self.draw_negatives(mask, self.config.num_negatives, device, seeds, gather)
+        cache = self._training_mask_cache
+        # The kept pool only belongs to the kept mask (a caller may pass a mask of its own).
+        pool = cache[2] if in_group and cache is not None and cache[1] is head_item_mask else None
+        return self.draw_negatives(mask, self.config.num_negatives, device, seeds, gather, pool=pool)
 
     def forward(
         self,
@@ -349,7 +366,7 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
             if target_event_ids is not None and target_event_ids.dim() == 2:
                 target_event_ids = target_event_ids.unsqueeze(-1)
             valid = (target_ids > 0) & attention_mask.bool().unsqueeze(-1)
-            mask = self.head_item_mask()
+            mask = self._training_mask()
             compat = self.compatibility(target_ids, valid, target_event_ids, user_groups, head_item_mask=mask)
             ratio = float(self.config.positive_mixin_ratio)
             if ratio > 0 and self.training and self.item_groups.num_priors > 0:

@@ -37,7 +37,7 @@ from ggr_hf.configuration_utils import FUSIONS
 from ggr_hf.errors import GGRInputError
 from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fuse_scores_dense, fused_topk
 from ggr_hf.hub.io import check_save_target
-from ggr_hf.losses import gather_negatives, sample_negatives
+from ggr_hf.losses import gather_negatives, negative_pool, sample_negatives
 from ggr_hf.modeling_inputs import check_integer_tensor, check_item_ids, is_integer, pad_histories
 from ggr_hf.models.backbone import request_query_timestamps
 
@@ -137,6 +137,7 @@ class RecommenderMixin:
         device: torch.device,
         seeds: list[int] | None = None,
         gather: bool = False,
+        pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The sampled negatives of one training step.
 
@@ -149,17 +150,21 @@ class RecommenderMixin:
                 concatenated; reproducible whatever else used the RNG. `None`: one draw from the global RNG.
             gather (`bool`): all processes score the union of every process's negatives, as the
                 release does ([`ggr_hf.losses.gather_negatives`]; needs an initialised process group).
+            pool (`tuple`, *optional*): `ggr_hf.losses.negative_pool(head_item_mask)`, for a caller that
+                keeps it between steps; otherwise built once here for all the draws.
 
         Returns:
             `torch.LongTensor` of shape `(num_heads, n)`, or `(1, n)` for catalogue-wide sampling, with
             `n = max(len(seeds), 1) * num_negatives`, times the number of processes with `gather`.
         """
         sample_device = head_item_mask.device if head_item_mask is not None else torch.device("cpu")
+        if head_item_mask is not None and pool is None:
+            pool = negative_pool(head_item_mask)
         generators = [None]
         if seeds is not None:
             generators = [torch.Generator(device=sample_device).manual_seed(int(seed)) for seed in seeds]
         draws = [
-            sample_negatives(head_item_mask, self.config.num_items, num_negatives, generator=g)
+            sample_negatives(head_item_mask, self.config.num_items, num_negatives, generator=g, pool=pool)
             for g in generators
         ]
         # Moved before the gather: NCCL only gathers tensors on the GPU.

@@ -255,11 +255,16 @@ def train(
         # here rather than met as a size-mismatch dump, or not at all.
         check_resumable(ckpt, ckpt_state, identity)
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        params,
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
+        # The fused kernel updates a tensor in one pass. The default CPU form allocates two temporaries
+        # the size of each parameter per step: with a million items, two more item tables at the
+        # step's peak, and 14x the time (0.69 s vs 0.05 s for 1.1M x 64; bench_train_scale.py).
+        fused=all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None,
     )
     steps_per_epoch = math.ceil(len(train_dataset) / (args.batch_size * world))
     total = steps_per_epoch * args.epochs
