@@ -142,7 +142,7 @@ def test_ebnerd_recipe_graph_clusters_and_time(tmp_path):
     assert 2 <= len(graph["values"]) <= 10
     # The clusters are saved as an item column beside the loader's category group.
     assert set(exp.bundle.items["category_group"]) == {"news", "crime", "sport", "entertainment"}
-    assert model.num_heads == len(graph["values"]) * 8
+    assert model.num_heads == len(graph["values"]) + 8  # additive: one head per cluster and per segment
 
 
 def test_ebnerd_recipe_user_clusters(tmp_path):
