@@ -70,7 +70,7 @@ def main() -> None:
         for batch in (1, 64):
             histories = torch.randint(1, num_items + 1, (batch, HISTORY))
             with torch.no_grad():
-                q, _ = model._queries(histories, None, None, None, None)
+                q, _ = model.user_queries(histories, None, None, None, None)
             table = model.fusion_index()
             dense_table = np.zeros((num_items + 1, D), dtype=np.float32)
             dense_table[table.order.numpy()] = table.table.numpy()

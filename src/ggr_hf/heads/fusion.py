@@ -172,6 +172,31 @@ def build_fusion_index(item_embeddings: torch.Tensor, compatible: torch.Tensor) 
     return FusionIndex(order=order, position=position, table=table, blocks=blocks)
 
 
+# Up to this many query rows (users x heads of a block), a CPU product goes through NumPy's BLAS.
+_NUMPY_MAX_ROWS = 8
+
+
+def _block_scores(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """`queries @ items.T`: `(r, d)` x `(n, d)` -> `(r, n)`.
+
+    For a few query rows (one user's request) the product is a matrix-vector product bound by
+    reading `items`; on the CPU, NumPy's OpenBLAS streams the table at about 1.5x the speed of
+    torch's MKL `mm`/`mv` on this machine (`benchmarks/bench_serving.py`), so such products go
+    through NumPy, on the same memory (no copy). Gradients never flow here (`score_items` runs
+    under `no_grad`); a tensor that needs them takes `torch.mm`.
+    """
+    if (
+        queries.shape[0] <= _NUMPY_MAX_ROWS
+        and queries.device.type == "cpu"
+        and queries.dtype == torch.float32
+        and items.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (queries.requires_grad or items.requires_grad))
+    ):
+        out = items.contiguous().numpy() @ queries.contiguous().numpy().T  # [n, r]
+        return torch.from_numpy(out).T.contiguous()
+    return torch.mm(queries, items.T)
+
+
 def fused_topk(
     queries: torch.Tensor,
     index: FusionIndex,
@@ -220,7 +245,7 @@ def fused_topk(
             hi = min(end, lo + chunk_size)
             # One (B * h_b, d) x (d, n) product rather than h_b batched ones: the larger GEMM runs
             # closer to the machine's peak.
-            s = torch.mm(q.reshape(-1, q.shape[-1]), index.table[lo:hi].T).view(bsz, q.shape[1], -1)
+            s = _block_scores(q.reshape(-1, q.shape[-1]), index.table[lo:hi]).view(bsz, q.shape[1], -1)
             if active is not None:
                 s = s.masked_fill(~active, float("-inf"))
             if s.shape[1] == 1:  # a single compatible head: no reduction to do
