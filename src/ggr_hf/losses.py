@@ -300,47 +300,48 @@ def fused_infonce_loss(
     # count is at least half their largest: within a bucket each head's negatives are padded to the
     # bucket's width (`-inf` on the padding), so the products do at most twice the useful work.
     head_order = [h for h in torch.argsort(counts, descending=True, stable=True).tolist() if counts[h] > 0]
-    sizes: list[int] = []
-    for i, h in enumerate(head_order):
-        if not sizes or 2 * int(counts[h]) < int(counts[head_order[i - sum(sizes[-1:])]]):
-            sizes.append(0)
-        sizes[-1] += 1
-    buckets = []  # (negatives of each head [h_b, d, w_b], bias [h_b, 1, w_b], columns [h_b * w_b])
-    first = 0
-    for size in sizes:
-        heads = torch.tensor(head_order[first : first + size], device=compatible.device)
-        first += size
+    bucket_heads: list[list[int]] = []
+    for h in head_order:
+        if not bucket_heads or 2 * int(counts[h]) < int(counts[bucket_heads[-1][0]]):
+            bucket_heads.append([])
+        bucket_heads[-1].append(h)
+    buckets = []  # (heads [h_b], negatives of each head [h_b, d, w_b], bias [h_b, 1, w_b], columns [h_b * w_b])
+    for members in bucket_heads:
+        heads = torch.tensor(members, device=compatible.device)
         width = int(counts[heads[0]])
         cols = torch.argsort(compatible[heads].to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
         filled = torch.arange(width, device=cols.device).unsqueeze(0) < counts[heads].unsqueeze(1)
-        bias = torch.zeros((size, 1, width), dtype=scaled.dtype, device=scaled.device)
+        bias = torch.zeros((len(members), 1, width), dtype=scaled.dtype, device=scaled.device)
         if head_offsets is not None:
             bias = bias + head_offsets[heads].view(-1, 1, 1)
         bias = bias.masked_fill(~filled.unsqueeze(1), float("-inf"))
         buckets.append((heads, scaled[cols].transpose(1, 2), bias, cols.reshape(-1)))
-    order = torch.tensor(head_order, device=queries.device, dtype=torch.long)
-    index_all = torch.cat([b[3] for b in buckets]) if buckets else None
-    chunk = max(1, _FUSED_CHUNK_ELEMENTS // max(1, int(index_all.numel()) if buckets else 1))
-    pieces = []
-    for start in range(0, m_count, chunk):
-        rows = min(chunk, m_count - start)
-        init = queries.new_full((rows, n_negs), float("-inf"))
-        if not buckets:
-            pieces.append(init)
-            continue
-        # [H', m, d] in bucket order; `split` hands back its gradient in one piece.
-        q_sorted = queries[start : start + rows].index_select(1, order).transpose(0, 1)
-        scored = []
-        for (heads, neg_e, bias, _), q in zip(buckets, torch.split(q_sorted, sizes), strict=True):
-            block = torch.bmm(q, neg_e) + bias  # [h_b, m, w_b]
-            if head_active is not None:
-                active = head_active[start : start + rows].index_select(1, heads)
-                block = block.masked_fill(~active.T.unsqueeze(-1), float("-inf"))
-            scored.append(block.permute(1, 0, 2).reshape(rows, -1))
-        # The fused score of negative n: the max over its (head, n) pairs, scattered by column.
-        index = index_all.unsqueeze(0).expand(rows, -1)
-        pieces.append(init.scatter_reduce(1, index, torch.cat(scored, 1), reduce="amax", include_self=True))
-    neg = torch.cat(pieces) if len(pieces) > 1 else pieces[0]  # [M, N]
+    if not buckets:  # no head may score any of the negatives
+        neg = queries.new_full((m_count, n_negs), float("-inf"))
+    else:
+        sizes = [len(members) for members in bucket_heads]
+        order = torch.tensor(head_order, device=queries.device, dtype=torch.long)
+        columns = torch.cat([bucket[3] for bucket in buckets])
+        chunk = max(1, _FUSED_CHUNK_ELEMENTS // int(columns.numel()))
+        pieces = []
+        for start in range(0, m_count, chunk):
+            rows = min(chunk, m_count - start)
+            # [H', m, d] in bucket order; `split` hands back its gradient in one piece.
+            q_sorted = queries[start : start + rows].index_select(1, order).transpose(0, 1)
+            scored = []
+            for (heads, neg_e, bias, _), q in zip(buckets, torch.split(q_sorted, sizes), strict=True):
+                block = torch.bmm(q, neg_e) + bias  # [h_b, m, w_b]
+                if head_active is not None:
+                    active = head_active[start : start + rows].index_select(1, heads)
+                    block = block.masked_fill(~active.T.unsqueeze(-1), float("-inf"))
+                scored.append(block.permute(1, 0, 2).reshape(rows, -1))
+            # The fused score of negative n: the max over its (head, n) pairs, scattered by column.
+            init = queries.new_full((rows, n_negs), float("-inf"))
+            index = columns.unsqueeze(0).expand(rows, -1)
+            pieces.append(
+                init.scatter_reduce(1, index, torch.cat(scored, 1), reduce="amax", include_self=True)
+            )
+        neg = torch.cat(pieces) if len(pieces) > 1 else pieces[0]  # [M, N]
     with torch.no_grad():
         same = target_ids.unsqueeze(-1) == negs.view(1, 1, -1)  # [M, P, N]
         near = torch.einsum("mpd,nd->mpn", pos_e, neg_unit) > false_negative_threshold

@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +50,7 @@ from ggr_hf.errors import (
     GGRMissingDependencyError,
     GGRModelFolderError,
 )
+from ggr_hf.hub.io import check_save_target, staging_dir
 from ggr_hf.modeling_inputs import check_integer_tensor, check_item_ids, is_integer
 
 if TYPE_CHECKING:
@@ -271,12 +271,12 @@ class ApproximateIndex:
         """
         faiss = import_faiss()
         target = Path(save_directory)
-        if target.exists() and not target.is_dir():
-            raise GGRInputError(f"{target} is a file, not a folder: pass a folder to save the index into")
+        check_save_target(target)
         if target.exists() and not overwrite:
             raise GGRInputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        # Not `commit_folder`: its completeness marker is a model's config.json, and an index folder
+        # is replaced whole (no group file of an older build may stay beside the new manifest).
+        staging = staging_dir(target)
         try:
             faiss.write_index(self.quantizer, str(staging / QUANTIZER_FILE))
             files = []
