@@ -35,7 +35,15 @@ import torch
 
 from ggr_hf.configuration_utils import FUSIONS
 from ggr_hf.errors import GGRInputError
-from ggr_hf.heads.fusion import FusionIndex, build_fusion_index, fuse_scores, fuse_scores_dense, fused_topk
+from ggr_hf.heads.fusion import (
+    FusionIndex,
+    build_fusion_index,
+    fuse_scores,
+    fuse_scores_dense,
+    fused_topk,
+    numpy_request,
+    single_threaded_torch,
+)
 from ggr_hf.hub.io import check_save_target
 from ggr_hf.losses import gather_negatives, negative_pool, sample_negatives
 from ggr_hf.modeling_inputs import check_integer_tensor, check_item_ids, is_integer, pad_histories
@@ -295,9 +303,15 @@ class RecommenderMixin:
         if fusion is not None and fusion not in FUSIONS:
             raise GGRInputError(f"fusion must be one of {list(FUSIONS)} or None, got {fusion!r}")
         fusion = fusion or self.config.fusion
-        q, active = self.user_queries(input_ids, timestamps, query_timestamps, user_groups, target_event)
         if topk is not None:
-            return fused_topk(q, self.fusion_index(), topk, active, exclude, fusion)
+            index = self.fusion_index()
+            # The forward of a request whose retrieval runs through NumPy stays on one thread too.
+            with single_threaded_torch(numpy_request(index, bsz, input_ids.device)):
+                q, active = self.user_queries(
+                    input_ids, timestamps, query_timestamps, user_groups, target_event
+                )
+                return fused_topk(q, index, int(topk), active, exclude, fusion)
+        q, active = self.user_queries(input_ids, timestamps, query_timestamps, user_groups, target_event)
         items = self.item_table()  # [I+1, d]
         if dense:
             scores, head_index = fuse_scores_dense(q, items, self.head_item_mask(), active, fusion)

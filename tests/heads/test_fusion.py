@@ -165,3 +165,53 @@ def test_fused_topk_property(num_heads, num_items, k, density, chunk_size, fusio
     exclude = torch.randint(0, num_items + 1, (bsz, 4), generator=gen)
     k = min(k, num_items + 1)
     _check_topk(q, items, compatible, k, active, exclude, fusion, chunk_size)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 8, 9])
+def test_block_scores_every_product_path_equals_torch_mm(rows):
+    # 1-3 rows: NumPy matrix-vector per row; 4-8: NumPy matrix-matrix; 9: torch.mm.
+    from ggr_hf.heads.fusion import _block_scores
+
+    gen = torch.Generator().manual_seed(rows)
+    q, table = torch.randn(rows, 16, generator=gen), torch.randn(1000, 16, generator=gen)
+    got = _block_scores(q, table[100:900])  # a slice of the table, as a block is
+    assert got.shape == (rows, 800) and got.is_contiguous()
+    assert torch.allclose(got, q @ table[100:900].T, atol=1e-5)
+
+
+def test_block_scores_keeps_gradients():
+    from ggr_hf.heads.fusion import _block_scores
+
+    q = torch.randn(1, 8, requires_grad=True)
+    _block_scores(q, torch.randn(5, 8)).sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+
+
+def test_single_threaded_torch_restores_the_thread_count_nested_and_on_error():
+    from ggr_hf.heads.fusion import single_threaded_torch
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)  # whatever OMP_NUM_THREADS says, so that a missed restore shows
+    try:
+        with pytest.raises(RuntimeError), single_threaded_torch():
+            assert torch.get_num_threads() == 1
+            with single_threaded_torch():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1  # the inner exit does not restore early
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with single_threaded_torch(enabled=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -5, 2.5])
+def test_fused_topk_refuses_a_bad_chunk_size(chunk_size):
+    from ggr_hf.errors import GGRInputError
+    from ggr_hf.heads.fusion import build_fusion_index, fused_topk
+
+    items = torch.randn(6, 4)
+    index = build_fusion_index(items, torch.ones(6, 1, dtype=torch.bool))
+    with pytest.raises(GGRInputError, match="chunk_size"):
+        fused_topk(torch.randn(1, 1, 4), index, 2, chunk_size=chunk_size)

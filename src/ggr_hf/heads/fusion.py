@@ -8,8 +8,12 @@ reference (score everything, mask, reduce); the tests check that both agree.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ggr_hf.errors import GGRInputError
@@ -174,27 +178,99 @@ def build_fusion_index(item_embeddings: torch.Tensor, compatible: torch.Tensor) 
 
 # Up to this many query rows (users x heads of a block), a CPU product goes through NumPy's BLAS.
 _NUMPY_MAX_ROWS = 8
+# Up to this many rows, one NumPy matrix-vector product per row beats its matrix-matrix product.
+_NUMPY_ROWWISE = 3
+# A chunk of a block holds at least this many items, and for few query rows up to this many scores:
+# one user's request scores a million-item block in one product and one top-k.
+_MIN_CHUNK_ITEMS = 32768
+_CHUNK_SCORES = 1 << 21
+# Chunk top-k lists held before they are merged (memory: batch_size x k x this).
+_PENDING_CHUNKS = 16
+
+
+def uses_numpy_product(rows: int, device: torch.device | str) -> bool:
+    """Whether a product with `rows` query rows on `device` goes through NumPy (see `_block_scores`)."""
+    return rows <= _NUMPY_MAX_ROWS and torch.device(device).type == "cpu"
+
+
+def numpy_request(index: FusionIndex, batch_size: int, device: torch.device | str) -> bool:
+    """Whether every block's product of a `fused_topk` over `batch_size` users goes through NumPy: then
+    torch's own ops of the request are best run on one thread ([`single_threaded_torch`])."""
+    heads = max((len(block_heads) for _, _, block_heads in index.blocks), default=1)
+    return uses_numpy_product(batch_size * heads, device)
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
+
+
+@contextmanager
+def single_threaded_torch(enabled: bool = True) -> Iterator[None]:
+    """Runs torch's CPU ops on one thread inside the block (re-entrant, thread-safe: the first entrant
+    saves the thread count, the last one out restores it).
+
+    For a request whose catalogue product goes through NumPy's BLAS: torch's OpenMP workers keep
+    spinning after each parallel region and take the cores NumPy's threads need, which tripled one
+    user's latency at 100k items (`benchmarks/bench_serving.py`); the backbone forward of one history
+    gains nothing from a second thread. The thread count is process-wide: other Python threads running
+    torch ops meanwhile run them on one thread too.
+    """
+    global _threads_users, _threads_saved
+    if not enabled:
+        yield
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 def _block_scores(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """`queries @ items.T`: `(r, d)` x `(n, d)` -> `(r, n)`.
 
-    For a few query rows (one user's request) the product is a matrix-vector product bound by
-    reading `items`; on the CPU, NumPy's OpenBLAS streams the table at about 1.5x the speed of
-    torch's MKL `mm`/`mv` on this machine (`benchmarks/bench_serving.py`), so such products go
-    through NumPy, on the same memory (no copy). Gradients never flow here (`score_items` runs
-    under `no_grad`); a tensor that needs them takes `torch.mm`.
+    For a few query rows (one user's request) the product is bound by reading `items`; on the CPU,
+    NumPy's OpenBLAS matrix-vector product streams the table at several times the speed of torch's
+    MKL `mm`/`mv` on this machine, while OpenBLAS's matrix-matrix product with 2 to 8 rows is up to
+    4x slower than its matrix-vector one per row (`benchmarks/bench_serving.py` and the figures in
+    `benchmarks/README.md`). So such products go through NumPy, on the same memory (no copy), one
+    matrix-vector product per row up to `_NUMPY_ROWWISE` rows. Gradients never flow here
+    (`score_items` runs under `no_grad`); a tensor that needs them takes `torch.mm`.
     """
     if (
-        queries.shape[0] <= _NUMPY_MAX_ROWS
-        and queries.device.type == "cpu"
+        uses_numpy_product(queries.shape[0], queries.device)
         and queries.dtype == torch.float32
         and items.dtype == torch.float32
         and not (torch.is_grad_enabled() and (queries.requires_grad or items.requires_grad))
     ):
-        out = items.contiguous().numpy() @ queries.contiguous().numpy().T  # [n, r]
-        return torch.from_numpy(out).T.contiguous()
+        table, q = items.contiguous().numpy(), queries.contiguous().numpy()
+        if len(q) > _NUMPY_ROWWISE:
+            return torch.from_numpy(q @ table.T)
+        out = np.empty((len(q), len(table)), dtype=np.float32)
+        for row in range(len(q)):
+            np.dot(table, q[row], out=out[row])
+        return torch.from_numpy(out)
     return torch.mm(queries, items.T)
+
+
+def _merge_topk(
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best `k` of several `(scores, items, heads)` lists, each `(batch_size, n_i)`."""
+    if len(parts) == 1:
+        return parts[0]
+    scores = torch.cat([p[0] for p in parts], dim=1)
+    best, keep = scores.topk(k, dim=1)
+    items = torch.cat([p[1] for p in parts], dim=1).gather(1, keep)
+    return best, items, torch.cat([p[2] for p in parts], dim=1).gather(1, keep)
 
 
 def fused_topk(
@@ -204,7 +280,7 @@ def fused_topk(
     head_active: torch.Tensor | None = None,
     exclude: torch.Tensor | None = None,
     fusion: str = "max",
-    chunk_size: int = 32768,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The exact top-k of the fused scores, block by block with a running top-k.
 
@@ -222,7 +298,9 @@ def fused_topk(
         exclude (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): item ids to leave out
             (0 ignored), e.g. the history.
         fusion (`str`): `"max"` or `"mean"` over a user's active compatible heads.
-        chunk_size (`int`): items scored at once within a block.
+        chunk_size (`int`, *optional*): items scored at once within a block. Default: 32,768, or more
+            for few query rows, up to 2^21 scores per chunk (one user's request at a million items
+            is one product and one top-k).
 
     Returns:
         scores (`torch.FloatTensor` of shape `(batch_size, k)`), item_ids (`torch.LongTensor` of shape
@@ -231,41 +309,66 @@ def fused_topk(
     """
     if fusion not in ("max", "mean"):
         raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise GGRInputError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    with single_threaded_torch(numpy_request(index, queries.shape[0], queries.device)):
+        return _fused_topk(queries, index, k, head_active, exclude, fusion, chunk_size)
+
+
+def _fused_topk(
+    queries: torch.Tensor,
+    index: FusionIndex,
+    k: int,
+    head_active: torch.Tensor | None,
+    exclude: torch.Tensor | None,
+    fusion: str,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`fused_topk` after its argument checks."""
     bsz, device = queries.shape[0], queries.device
-    best = torch.full((bsz, k), float("-inf"), dtype=queries.dtype, device=device)
-    best_item = torch.zeros((bsz, k), dtype=torch.long, device=device)
-    best_head = torch.full((bsz, k), -1, dtype=torch.long, device=device)
+    # Each chunk's top-k waits in `pending` and is merged a few chunks at a time: one merge per chunk
+    # cost as much as the chunk's own top-k for one user's request. The first entry (all empty) pads
+    # the result when fewer than k items can be recommended.
+    pending = [
+        (
+            torch.full((bsz, k), float("-inf"), dtype=queries.dtype, device=device),
+            torch.zeros((bsz, k), dtype=torch.long, device=device),
+            torch.full((bsz, k), -1, dtype=torch.long, device=device),
+        )
+    ]
     # Each excluded item's place in the block order (-1: absent, never scored anyway).
     excluded = None if exclude is None else index.position.to(device)[exclude]  # [B, n]
     for start, end, heads in index.blocks:
         heads = heads.to(device)
         q = queries.index_select(1, heads)  # [B, h_b, d]
         active = None if head_active is None else head_active.index_select(1, heads).unsqueeze(-1)
-        for lo in range(start, end, chunk_size):
-            hi = min(end, lo + chunk_size)
+        step = chunk_size or max(_MIN_CHUNK_ITEMS, _CHUNK_SCORES // (bsz * len(heads)))
+        for lo in range(start, end, step):
+            hi = min(end, lo + step)
             # One (B * h_b, d) x (d, n) product rather than h_b batched ones: the larger GEMM runs
             # closer to the machine's peak.
             s = _block_scores(q.reshape(-1, q.shape[-1]), index.table[lo:hi]).view(bsz, q.shape[1], -1)
             if active is not None:
                 s = s.masked_fill(~active, float("-inf"))
-            if s.shape[1] == 1:  # a single compatible head: no reduction to do
-                top, arg = s[:, 0], torch.zeros(s.shape[0], s.shape[2], dtype=torch.long, device=device)
-            else:
+            arg = None  # a single compatible head: no reduction, every item's head is that one
+            top = s[:, 0] if s.shape[1] == 1 else None
+            if top is None:
                 top, arg = s.max(dim=1)  # [B, n]; the attribution is the best head in both fusions
             if fusion == "mean":
                 total = s.masked_fill(torch.isinf(s), 0.0).sum(1)
                 count = float(s.shape[1]) if active is None else active.sum(1).to(s.dtype).clamp(min=1)
                 top = torch.where(torch.isfinite(top), total / count, top)
+            elif excluded is not None:
+                top = top.clone()  # `s[:, 0]` is a view of the product; keep the write off it
             if excluded is not None:
                 rows, cols = ((excluded >= lo) & (excluded < hi)).nonzero(as_tuple=True)
                 top[rows, excluded[rows, cols] - lo] = float("-inf")
-            n_top = min(k, hi - lo)
-            chunk_best, pick = top.topk(n_top, dim=1)
-            merged = torch.cat([best, chunk_best], dim=1)
-            merged_item = torch.cat([best_item, index.order[lo:hi].to(device)[pick]], dim=1)
-            merged_head = torch.cat([best_head, heads[arg.gather(1, pick)]], dim=1)
-            best, keep = merged.topk(k, dim=1)
-            best_item, best_head = merged_item.gather(1, keep), merged_head.gather(1, keep)
+            chunk_best, pick = top.topk(min(k, hi - lo), dim=1)
+            chunk_head = heads[0].expand_as(pick) if arg is None else heads[arg.gather(1, pick)]
+            pending.append((chunk_best, index.order[lo:hi].to(device)[pick], chunk_head))
+            if len(pending) > _PENDING_CHUNKS:
+                pending = [_merge_topk(pending, k)]
+    best, best_item, best_head = _merge_topk(pending, k)
     missing = torch.isinf(best) & (best < 0)
     best_item = best_item.masked_fill(missing, 0)
     best_head = best_head.masked_fill(missing, -1)
