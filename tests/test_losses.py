@@ -1,6 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ggr_hf.losses import infonce_loss, offset_weights, sample_negatives
 from tests.conftest import membership, tiny_model
@@ -130,3 +132,71 @@ def test_loss_only_trains_compatible_heads(batch):
     assert grads[0].abs().sum() > 0
     assert grads[1] is None or grads[1].abs().sum() == 0
     assert grads[2] is None or grads[2].abs().sum() == 0
+
+
+@given(
+    num_heads=st.integers(1, 6),
+    num_items=st.integers(1, 25),
+    horizon=st.integers(1, 3),
+    num_negatives=st.integers(1, 40),  # often more than a group holds: negatives repeat
+    density=st.floats(0.0, 1.0),
+    weighting=st.sampled_from(["frequency", "uniform"]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+def test_pair_only_loss_property(num_heads, num_items, horizon, num_negatives, density, weighting, seed):
+    # Items in any number of groups (multi-label, or none), groups that may be empty, in-group
+    # negatives, padded targets: the pair-only loss (queries of the compatible pairs only) equals the
+    # dense-queries form and the loop reference, and so do its gradients.
+    gen = torch.Generator().manual_seed(seed)
+    bsz, seq_len, d = 2, 4, 6
+    table = F.normalize(torch.randn(num_items + 1, d, generator=gen), dim=-1)
+    membership_mask = torch.rand(num_items + 1, num_heads, generator=gen) < density
+    membership_mask[0] = False
+    targets = torch.randint(0, num_items + 1, (bsz, seq_len, horizon), generator=gen)
+    compat = membership_mask[targets] & (targets > 0).unsqueeze(-1)  # [B, T, P, H]
+    negatives = sample_negatives(membership_mask, num_items, num_negatives, gen)
+    states = torch.randn(bsz, seq_len, d, generator=gen, requires_grad=True)
+    heads = torch.randn(num_heads, d, d, generator=gen)
+    w = offset_weights(horizon, 0.8)
+
+    def dense_queries():
+        return F.normalize(torch.einsum("btd,hde->bthe", states, heads), dim=-1)
+
+    def pair_queries(b, t, k):
+        return F.normalize(torch.einsum("md,mde->me", states[b, t], heads[k]), dim=-1)
+
+    def embed(ids):
+        return table[ids]
+
+    dense = infonce_loss(dense_queries(), targets, compat, embed, negatives, 5.0, w, weighting).loss
+    (grad_dense,) = torch.autograd.grad(dense, states, allow_unused=True, materialize_grads=True)
+    pairs = infonce_loss(pair_queries, targets, compat, embed, negatives, 5.0, w, weighting).loss
+    (grad_pairs,) = torch.autograd.grad(pairs, states, allow_unused=True, materialize_grads=True)
+    assert torch.allclose(pairs, dense, atol=1e-5)
+    assert torch.allclose(grad_pairs, grad_dense, atol=1e-5)
+    if compat.any():
+        with torch.no_grad():
+            queries = dense_queries()
+            reference = infonce_loss_reference(queries, targets, compat, embed, negatives, 5.0, w, weighting)
+        assert torch.allclose(pairs.double(), reference, atol=1e-4)
+    else:  # no pair to learn: a zero that still backpropagates (zero gradients)
+        assert float(pairs.detach()) == 0.0 and pairs.requires_grad and grad_pairs.abs().sum() == 0
+
+
+def test_a_batch_without_any_compatible_pair_still_backpropagates():
+    # Targets outside every head's group, the paper's uncalibrated loss and a fixed logit scale: the
+    # loss is a zero that backward accepts (before: "element 0 of tensors does not require grad").
+    model = tiny_model(learnable_logit_scale=False, calibration="none").train()
+    groups = torch.zeros_like(membership())
+    groups[1, 0] = groups[2, 1] = groups[3, 2] = True
+    model.set_item_groups(model.config.priors[0]["name"], groups)
+    gen = torch.Generator().manual_seed(0)
+    out = model(
+        input_ids=torch.randint(6, 21, (2, 8), generator=gen),
+        target_ids=torch.randint(6, 21, (2, 8, 1), generator=gen),
+    )
+    assert float(out.loss.detach()) == 0.0
+    out.loss.backward()
+    reached = [p.grad for p in model.parameters() if p.grad is not None]
+    assert reached and all(g.abs().sum() == 0 for g in reached)

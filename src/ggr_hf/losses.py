@@ -151,12 +151,12 @@ def infonce_loss(
     """
     num_heads = compatible.shape[3]
     b, t, p, k = compatible.nonzero(as_tuple=True)  # M triples
-    if b.numel() == 0:
-        zero = (
-            queries.sum() if isinstance(queries, torch.Tensor) else torch.as_tensor(logit_scale).sum()
-        ) * 0.0
-        return LossOutput(zero, 0, torch.zeros(num_heads, dtype=torch.long))
     q = queries[b, t, k] if isinstance(queries, torch.Tensor) else queries(b, t, k)  # [M, d]
+    if b.numel() == 0:
+        # A zero that still reaches the queries' and the items' parameters (with zero gradients), so
+        # that `backward` works and every DDP process reduces the same parameters.
+        zero = (q.sum() + embed(target_ids[b, t, p]).sum() + torch.as_tensor(logit_scale).sum()) * 0.0
+        return LossOutput(zero, 0, torch.zeros(num_heads, dtype=torch.long))
     pos_ids = target_ids[b, t, p]  # [M]
     pos_e = embed(pos_ids)  # [M, d]
     pos_logit = (q * pos_e).sum(-1)  # [M]
