@@ -184,3 +184,27 @@ def test_a_backbone_naming_a_hub_model_is_read_without_a_download(tmp_path):
     path.write_text(f"model: {{{backbone}, fusion: median}}\n")
     with pytest.raises(GGRConfigError, match="model: GGRConfig.fusion must be one of"):
         load_experiment_config(path)
+
+
+@pytest.mark.parametrize("backbone", ["HSTUConfig", "SASRecConfig", "ItemEmbeddingConfig"])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("dropout", "x", "dropout must be a number, got 'x'"),
+        ("dropout", None, "dropout must be a number, got None"),
+        ("dropout", float("nan"), "dropout must be a number, got nan"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
+        ("initializer_range", 0, "initializer_range must be > 0, got 0"),
+        ("initializer_range", True, "initializer_range must be a number, got True"),
+        ("hidden_size", True, "hidden_size must be a positive integer, got True"),
+        ("max_seq_len", 0, "max_seq_len must be a positive integer, got 0"),
+    ],
+)
+def test_backbone_configs_name_the_field_of_a_bad_number(backbone, field, value, message):
+    # Before: HSTUConfig(dropout="x") raised float()'s own ValueError, naming neither the config nor
+    # the field, and a string initializer_range was accepted.
+    import ggr_hf
+
+    config_class = getattr(ggr_hf, backbone)
+    with pytest.raises(GGRConfigError, match=f"{backbone}.{message}"):
+        config_class(num_items=10, **{field: value})

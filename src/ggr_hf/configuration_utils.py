@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from transformers import PretrainedConfig
 
 from ggr_hf.errors import GGRConfigError
@@ -39,6 +41,31 @@ def reject_unknown_keys(config_name: str, kwargs: dict) -> None:
             f"{config_name} got unknown field(s) {unknown}. Check the spelling; if the config was written "
             f"by a newer ggr-hf than the installed {__version__}, upgrade ggr-hf."
         )
+
+
+def check_positive_ints(config: PretrainedConfig, names: Iterable[str]) -> None:
+    """Raises `GGRConfigError` naming the first of `names` that is not an integer >= 1 (bools refused)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise GGRConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def check_numbers(
+    config: PretrainedConfig, fractions: Iterable[str] = (), positive: Iterable[str] = ()
+) -> None:
+    """Raises `GGRConfigError` naming the first field that is not a number (bools refused), or, for
+    `fractions` (dropout rates), not in [0, 1), or, for `positive`, not > 0."""
+    fractions = tuple(fractions)
+    for name in (*fractions, *positive):
+        value = getattr(config, name)
+        field = f"{type(config).__name__}.{name}"
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            raise GGRConfigError(f"{field} must be a number, got {value!r}")
+        if name in fractions and not 0.0 <= value < 1.0:
+            raise GGRConfigError(f"{field} must be in [0, 1), got {value!r}")
+        if name not in fractions and not value > 0:
+            raise GGRConfigError(f"{field} must be > 0, got {value!r}")
 
 
 def backbone_fields(config: PretrainedConfig) -> dict:

@@ -206,12 +206,28 @@ def test_single_threaded_torch_restores_the_thread_count_nested_and_on_error():
         torch.set_num_threads(original)
 
 
-@pytest.mark.parametrize("chunk_size", [0, -5, 2.5])
-def test_fused_topk_refuses_a_bad_chunk_size(chunk_size):
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"chunk_size": 2.5}, "chunk_size"),
+        ({"k": 0}, "k must be"),
+        ({"k": True}, "k must be"),
+        ({"queries": torch.randn(1, 3, 4)}, r"queries: expected .* \(\*, 2, 4\)"),  # one head too many
+        ({"queries": torch.randn(1, 2, 5)}, "queries"),  # another width
+        ({"queries": torch.randn(2, 4)}, "queries"),
+        ({"head_active": torch.ones(1, 3, dtype=torch.bool)}, "head_active"),
+        ({"head_active": torch.ones(1, 2)}, "head_active"),
+        ({"exclude": torch.ones(1, 3)}, "exclude"),
+        ({"exclude": torch.tensor([[1], [2]])}, "exclude"),  # rows of another batch would broadcast
+        ({"exclude": torch.tensor([[9]])}, "item id 9 is outside 0..5"),
+    ],
+)
+def test_fused_topk_names_the_argument_that_does_not_fit(kwargs, message):
     from ggr_hf.errors import GGRInputError
     from ggr_hf.heads.fusion import build_fusion_index, fused_topk
 
-    items = torch.randn(6, 4)
-    index = build_fusion_index(items, torch.ones(6, 1, dtype=torch.bool))
-    with pytest.raises(GGRInputError, match="chunk_size"):
-        fused_topk(torch.randn(1, 1, 4), index, 2, chunk_size=chunk_size)
+    index = build_fusion_index(torch.randn(6, 4), torch.ones(6, 2, dtype=torch.bool))
+    args = {"queries": torch.randn(1, 2, 4), "index": index, "k": 2, **kwargs}
+    with pytest.raises(GGRInputError, match=message):
+        fused_topk(**args)

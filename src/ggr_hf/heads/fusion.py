@@ -144,12 +144,14 @@ class FusionIndex:
         table (`torch.FloatTensor` of shape `(n, hidden_size)`): `item_embeddings[order]`, contiguous.
         blocks (`list` of `(start, end, heads)`): each block's slice of `order` and its compatible
             heads (`torch.LongTensor` of shape `(h_b,)`).
+        num_heads (`int`): the heads of the compatibility matrix it was built from.
     """
 
     order: torch.Tensor
     position: torch.Tensor
     table: torch.Tensor
     blocks: list[tuple[int, int, torch.Tensor]]
+    num_heads: int
 
 
 def build_fusion_index(item_embeddings: torch.Tensor, compatible: torch.Tensor) -> FusionIndex:
@@ -173,7 +175,7 @@ def build_fusion_index(item_embeddings: torch.Tensor, compatible: torch.Tensor) 
     position = torch.full((mask.shape[0],), -1, dtype=torch.long, device=order.device)
     position[order] = torch.arange(len(order), device=order.device)
     table = item_embeddings.index_select(0, order).contiguous()
-    return FusionIndex(order=order, position=position, table=table, blocks=blocks)
+    return FusionIndex(order=order, position=position, table=table, blocks=blocks, num_heads=mask.shape[1])
 
 
 # Up to this many query rows (users x heads of a block), a CPU product goes through NumPy's BLAS.
@@ -307,12 +309,55 @@ def fused_topk(
         `(batch_size, k)`) and head_index (`torch.LongTensor` of shape `(batch_size, k)`), best first;
         where fewer than `k` items can be recommended the tail holds `-inf`, item 0 and head -1.
     """
-    if fusion not in ("max", "mean"):
-        raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise GGRInputError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    _check_topk_arguments(queries, index, k, head_active, exclude, fusion, chunk_size)
     with single_threaded_torch(numpy_request(index, queries.shape[0], queries.device)):
         return _fused_topk(queries, index, k, head_active, exclude, fusion, chunk_size)
+
+
+def _check_topk_arguments(
+    queries: torch.Tensor,
+    index: FusionIndex,
+    k: int,
+    head_active: torch.Tensor | None,
+    exclude: torch.Tensor | None,
+    fusion: str,
+    chunk_size: int | None,
+) -> None:
+    """`GGRInputError` naming the argument of `fused_topk` that does not fit the index (a wrong shape
+    would otherwise broadcast into a wrong list, not fail)."""
+    if fusion not in ("max", "mean"):
+        raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise GGRInputError(f"k must be an integer >= 1, got {k!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise GGRInputError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    expected = (index.num_heads, index.table.shape[1])
+    if queries.dim() != 3 or tuple(queries.shape[1:]) != expected:
+        raise GGRInputError(
+            f"queries: expected (batch_size, num_heads, hidden_size) = (*, {expected[0]}, {expected[1]}) "
+            f"for this index, got {tuple(queries.shape)}"
+        )
+    bsz = queries.shape[0]
+    if head_active is not None and (
+        head_active.dtype != torch.bool or tuple(head_active.shape) != (bsz, expected[0])
+    ):
+        raise GGRInputError(
+            f"head_active: expected a bool tensor of shape {(bsz, expected[0])}, got "
+            f"{head_active.dtype} {tuple(head_active.shape)}"
+        )
+    if exclude is not None:
+        if exclude.dtype not in (torch.int32, torch.int64) or exclude.dim() != 2 or exclude.shape[0] != bsz:
+            raise GGRInputError(
+                f"exclude: expected integer item ids of shape ({bsz}, n), got {exclude.dtype} {tuple(exclude.shape)}"
+            )
+        num_items = index.position.shape[0] - 1
+        outside = (exclude < 0) | (exclude > num_items)
+        if bool(outside.any()):
+            raise GGRInputError(
+                f"exclude: item id {int(exclude[outside][0])} is outside 0..{num_items} (0 is ignored)"
+            )
 
 
 def _fused_topk(

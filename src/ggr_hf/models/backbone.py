@@ -21,6 +21,8 @@ The config must have `num_items` (real items are `1..num_items`, 0 is padding; `
   added at the right.
 - `embed_items(item_ids)` -> `(*, hidden_size)` and `all_item_embeddings()` ->
   `(num_items + 1, hidden_size)`: the L2-normalised item embeddings scores are computed against.
+  An ID-based backbone whose item table is an `nn.Embedding` named `item_embeddings` gets both (and
+  `get_input_embeddings`) from [`ItemIdEmbeddingsMixin`].
 - optionally `prepare_from_items(items)`: a hook that reads the item table (a `datasets.Dataset`,
   one row per item in id order) before training, e.g. HLLM tokenises item texts. No-op by default.
 - the class attribute `item_table_is_cheap`: `True` when `all_item_embeddings()` is a cheap read of a
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -117,6 +121,35 @@ class GGRBackboneModel(PreTrainedModel):
                 f"{self.config.max_seq_len}; keep the most recent max_seq_len items"
             )
         return (input_ids != 0) if attention_mask is None else attention_mask.bool()
+
+
+class ItemIdEmbeddingsMixin:
+    """The scoring side of an ID-based backbone whose item table is `self.item_embeddings`
+    (`nn.Embedding` of `num_items + 1` rows, row 0 padding), shared with its input side. Listed
+    before the backbone's `PreTrainedModel` base so that these methods are the ones found."""
+
+    item_embeddings: nn.Embedding
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.item_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.item_embeddings = value
+
+    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """L2-normalised item embeddings used for scoring.
+
+        Args:
+            item_ids (`torch.LongTensor` of any shape `(*)`)
+
+        Returns:
+            `torch.FloatTensor` of shape `(*, hidden_size)`.
+        """
+        return F.normalize(self.item_embeddings(item_ids), dim=-1)
+
+    def all_item_embeddings(self) -> torch.Tensor:
+        """`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`, row 0 (padding) included."""
+        return F.normalize(self.item_embeddings.weight, dim=-1)
 
 
 def default_query_timestamps(timestamps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ggr_hf.configuration_utils import reject_unknown_keys
+from ggr_hf.configuration_utils import check_numbers, check_positive_ints, reject_unknown_keys
 from ggr_hf.errors import GGRConfigError
 
 
@@ -53,22 +53,10 @@ class ItemEmbeddingConfig(PretrainedConfig):
 
     def validate_fields(self) -> None:
         """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
-        for name in ("num_items", "hidden_size", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GGRConfigError(f"ItemEmbeddingConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("num_items", "hidden_size", "max_seq_len"))
         if not isinstance(self.use_position_embeddings, bool):
             raise GGRConfigError(
                 "ItemEmbeddingConfig.use_position_embeddings must be true or false, got "
                 f"{self.use_position_embeddings!r}"
             )
-        for name in ("dropout", "initializer_range"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise GGRConfigError(f"ItemEmbeddingConfig.{name} must be a number, got {value!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise GGRConfigError(f"ItemEmbeddingConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not float(self.initializer_range) > 0:
-            raise GGRConfigError(
-                f"ItemEmbeddingConfig.initializer_range must be > 0, got {self.initializer_range!r}"
-            )
+        check_numbers(self, fractions=("dropout",), positive=("initializer_range",))

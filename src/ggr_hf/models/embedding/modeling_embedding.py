@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput
+from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput, ItemIdEmbeddingsMixin
 from ggr_hf.models.embedding.configuration_embedding import ItemEmbeddingConfig
 
 
@@ -39,7 +39,7 @@ class ItemEmbeddingPreTrainedModel(GGRBackboneModel):
                 init.zeros_(module.weight[module.padding_idx])
 
 
-class ItemEmbeddingModel(ItemEmbeddingPreTrainedModel):
+class ItemEmbeddingModel(ItemIdEmbeddingsMixin, ItemEmbeddingPreTrainedModel):
     """Item ids in, each position's own L2-normalised (position-tagged) item embedding out.
 
     The same table gives the scoring side's item embeddings (tied).
@@ -53,27 +53,6 @@ class ItemEmbeddingModel(ItemEmbeddingPreTrainedModel):
         )
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.item_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.item_embeddings = value
-
-    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised item embeddings used for scoring.
-
-        Args:
-            item_ids (`torch.LongTensor` of any shape `(*)`)
-
-        Returns:
-            `torch.FloatTensor` of shape `(*, hidden_size)`.
-        """
-        return F.normalize(self.item_embeddings(item_ids), dim=-1)
-
-    def all_item_embeddings(self) -> torch.Tensor:
-        """`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`, row 0 (padding) included."""
-        return F.normalize(self.item_embeddings.weight, dim=-1)
 
     def forward(
         self,

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from ggr_hf.configuration_utils import reject_unknown_keys
+from ggr_hf.configuration_utils import check_numbers, check_positive_ints, reject_unknown_keys
 from ggr_hf.errors import GGRConfigError
 
 # Keys of a nested transformers config that say where or how it was saved, not what the model is.
@@ -300,33 +300,19 @@ class HLLMConfig(PretrainedConfig):
     def validate_fields(self) -> None:
         """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
 
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GGRConfigError(f"HLLMConfig.{name} must be a positive integer, got {value!r}")
-
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
                 raise GGRConfigError(
                     f"HLLMConfig.{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
 
-        for name in (
-            "num_items",
-            "max_seq_len",
-            "max_item_text_len",
-            "item_batch_size",
-            "lora_r",
-            "lora_alpha",
-        ):
-            positive_int(name)
+        check_positive_ints(
+            self, ("num_items", "max_seq_len", "max_item_text_len", "item_batch_size", "lora_r", "lora_alpha")
+        )
         choice("item_text_format", ITEM_TEXT_FORMATS)
         choice("item_pooling", ITEM_POOLINGS)
         choice("llm_attn_implementation", ATTN_IMPLEMENTATIONS)
-        if not 0.0 <= float(self.lora_dropout) < 1.0:
-            raise GGRConfigError(f"HLLMConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if float(self.initializer_range) <= 0:
-            raise GGRConfigError(f"HLLMConfig.initializer_range must be > 0, got {self.initializer_range!r}")
+        check_numbers(self, fractions=("lora_dropout",), positive=("initializer_range",))
         if not self.item_text_fields or not all(isinstance(f, str) and f for f in self.item_text_fields):
             raise GGRConfigError(
                 f"HLLMConfig.item_text_fields must be non-empty names, got {self.item_text_fields!r}"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ggr_hf.configuration_utils import reject_unknown_keys
-from ggr_hf.errors import GGRConfigError
+from ggr_hf.configuration_utils import check_numbers, check_positive_ints, reject_unknown_keys
 
 
 class HSTUConfig(PretrainedConfig):
@@ -79,22 +78,21 @@ class HSTUConfig(PretrainedConfig):
 
     def validate_fields(self) -> None:
         """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
-        for name in (
-            "num_items",
-            "hidden_size",
-            "num_layers",
-            "num_attention_heads",
-            "attention_dim",
-            "linear_dim",
-            "max_seq_len",
-            "num_time_buckets",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GGRConfigError(f"HSTUConfig.{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise GGRConfigError(f"HSTUConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if float(self.time_bucket_divisor) <= 0:
-            raise GGRConfigError(
-                f"HSTUConfig.time_bucket_divisor must be > 0, got {self.time_bucket_divisor!r}"
-            )
+        check_positive_ints(
+            self,
+            (
+                "num_items",
+                "hidden_size",
+                "num_layers",
+                "num_attention_heads",
+                "attention_dim",
+                "linear_dim",
+                "max_seq_len",
+                "num_time_buckets",
+            ),
+        )
+        check_numbers(
+            self,
+            fractions=("dropout",),
+            positive=("time_bucket_divisor", "layer_norm_eps", "initializer_range"),
+        )

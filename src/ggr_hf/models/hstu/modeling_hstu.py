@@ -21,7 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput, default_query_timestamps
+from ggr_hf.models.backbone import (
+    GGRBackboneModel,
+    GGRBackboneOutput,
+    ItemIdEmbeddingsMixin,
+    default_query_timestamps,
+)
 from ggr_hf.models.hstu.configuration_hstu import HSTUConfig
 
 
@@ -157,7 +162,7 @@ class HSTUPreTrainedModel(GGRBackboneModel):
                 init.zeros_(module.weight[module.padding_idx])
 
 
-class HSTUModel(HSTUPreTrainedModel):
+class HSTUModel(ItemIdEmbeddingsMixin, HSTUPreTrainedModel):
     """The HSTU encoder: item ids (and times) in, L2-normalised user states out.
 
     The item embedding table is shared between the input and the scoring side, as in the reference.
@@ -170,27 +175,6 @@ class HSTUModel(HSTUPreTrainedModel):
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([HSTUBlock(config) for _ in range(config.num_layers)])
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.item_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.item_embeddings = value
-
-    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised item embeddings used for scoring.
-
-        Args:
-            item_ids (`torch.LongTensor` of any shape `(*)`)
-
-        Returns:
-            `torch.FloatTensor` of shape `(*, hidden_size)`.
-        """
-        return F.normalize(self.item_embeddings(item_ids), dim=-1)
-
-    def all_item_embeddings(self) -> torch.Tensor:
-        """`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`, row 0 (padding) included."""
-        return F.normalize(self.item_embeddings.weight, dim=-1)
 
     def forward(
         self,

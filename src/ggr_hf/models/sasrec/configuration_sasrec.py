@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ggr_hf.configuration_utils import reject_unknown_keys
+from ggr_hf.configuration_utils import check_numbers, check_positive_ints, reject_unknown_keys
 from ggr_hf.errors import GGRConfigError
 
 SASREC_ACTIVATIONS = ("relu", "gelu", "silu")
@@ -75,17 +75,17 @@ class SASRecConfig(PretrainedConfig):
 
     def validate_fields(self) -> None:
         """Raises `GGRConfigError` (a `ValueError`) naming the first invalid field."""
-        for name in (
-            "num_items",
-            "hidden_size",
-            "num_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_seq_len",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GGRConfigError(f"SASRecConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            self,
+            (
+                "num_items",
+                "hidden_size",
+                "num_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "max_seq_len",
+            ),
+        )
         if self.hidden_size % self.num_attention_heads:
             raise GGRConfigError(
                 f"SASRecConfig.num_attention_heads ({self.num_attention_heads}) must divide "
@@ -95,11 +95,4 @@ class SASRecConfig(PretrainedConfig):
             raise GGRConfigError(
                 f"SASRecConfig.hidden_act must be one of {list(SASREC_ACTIVATIONS)}, got {self.hidden_act!r}"
             )
-        for name, low_open in (("dropout", False), ("layer_norm_eps", True), ("initializer_range", True)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise GGRConfigError(f"SASRecConfig.{name} must be a number, got {value!r}")
-            if low_open and not value > 0:
-                raise GGRConfigError(f"SASRecConfig.{name} must be > 0, got {value!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise GGRConfigError(f"SASRecConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        check_numbers(self, fractions=("dropout",), positive=("layer_norm_eps", "initializer_range"))

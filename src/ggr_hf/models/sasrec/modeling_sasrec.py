@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput
+from ggr_hf.models.backbone import GGRBackboneModel, GGRBackboneOutput, ItemIdEmbeddingsMixin
 from ggr_hf.models.sasrec.configuration_sasrec import SASRecConfig
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -156,7 +156,7 @@ class SASRecPreTrainedModel(GGRBackboneModel):
                 init.zeros_(module.weight[module.padding_idx])
 
 
-class SASRecModel(SASRecPreTrainedModel):
+class SASRecModel(ItemIdEmbeddingsMixin, SASRecPreTrainedModel):
     """The SASRec encoder: item ids in, L2-normalised user states out.
 
     The item embedding table is shared between the input and the scoring side (tied, as in SASRec).
@@ -170,27 +170,6 @@ class SASRecModel(SASRecPreTrainedModel):
         self.blocks = nn.ModuleList([SASRecBlock(config) for _ in range(config.num_layers)])
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.item_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.item_embeddings = value
-
-    def embed_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised item embeddings used for scoring.
-
-        Args:
-            item_ids (`torch.LongTensor` of any shape `(*)`)
-
-        Returns:
-            `torch.FloatTensor` of shape `(*, hidden_size)`.
-        """
-        return F.normalize(self.item_embeddings(item_ids), dim=-1)
-
-    def all_item_embeddings(self) -> torch.Tensor:
-        """`torch.FloatTensor` of shape `(num_items + 1, hidden_size)`, row 0 (padding) included."""
-        return F.normalize(self.item_embeddings.weight, dim=-1)
 
     def forward(
         self,
