@@ -164,3 +164,61 @@ def test_training_mask_is_kept_between_steps_and_follows_the_item_groups(batch):
     state = tiny_model().state_dict()
     model.load_state_dict(state)
     assert torch.equal(model._training_mask(), tiny_model().head_item_mask())
+
+
+@pytest.mark.parametrize("calibration", ["none", "fused"])
+def test_one_lookup_of_the_steps_items_gives_the_same_loss_and_gradients(calibration):
+    # A catalogue larger than the step's training pairs takes the one-lookup path
+    # (`_step_item_embeddings`); it must train exactly as looking every id up on its own does.
+    from tests.conftest import GROUPS
+
+    config = dict(
+        num_items=400,
+        backbone_config={
+            "hidden_size": 16,
+            "max_seq_len": 8,
+            "num_layers": 1,
+            "attention_dim": 8,
+            "linear_dim": 8,
+            "dropout": 0.0,
+        },
+        priors=[{"type": "item", "field": "genres", "values": GROUPS}],
+        num_negatives=8,
+        calibration=calibration,
+    )
+    from ggr_hf import GGRConfig
+
+    torch.manual_seed(0)
+    model = GGRForRecommendation(GGRConfig(**config)).train()
+    groups = torch.zeros(401, len(GROUPS), dtype=torch.bool)
+    ids = torch.arange(401)
+    groups[1:, 0] = True  # multi-label: every item in "a", and in "b" or "c"
+    groups[(ids % 3 == 0) & (ids > 0), 1] = True
+    groups[(ids % 3 != 0), 2] = True
+    model.set_item_groups(model.config.priors[0]["name"], groups)
+    gen = torch.Generator().manual_seed(1)
+    inputs = dict(
+        input_ids=torch.randint(1, 401, (2, 8), generator=gen),
+        target_ids=torch.randint(1, 401, (2, 8, 1), generator=gen),
+        negative_seeds=[7],
+    )
+    calls = []
+    original = model._step_item_embeddings
+
+    def counted(*args):
+        embed = original(*args)
+        calls.append(embed.__name__)
+        return embed
+
+    model._step_item_embeddings = counted
+    loss = model(**inputs).loss
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    assert calls == ["embed_step"]  # the one-lookup path ran
+    model._step_item_embeddings = lambda *args: model.backbone.embed_items
+    reference = model(**inputs).loss
+    reference_grads = torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)
+    assert torch.allclose(loss, reference, atol=1e-6)
+    for g, r in zip(grads, reference_grads, strict=True):
+        assert (g is None) == (r is None)
+        if g is not None:
+            assert torch.allclose(g, r, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -305,6 +306,35 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         pool = cache[2] if in_group and cache is not None and cache[1] is head_item_mask else None
         return self.draw_negatives(mask, self.config.num_negatives, device, seeds, gather, pool=pool)
 
+    def _step_item_embeddings(
+        self, compat: torch.Tensor, target_ids: torch.Tensor, *negatives: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The normalised item embeddings a training step reads, as a function of item ids `(*)` ->
+        `(*, hidden_size)`, computed by one lookup of the backbone.
+
+        Every lookup of an `nn.Embedding` makes its backward build a dense gradient of the whole table
+        (zero-filled, then summed with the others): at a million items the positives', negatives' and
+        calibration negatives' lookups cost more than the model (`benchmarks/bench_train_scale.py`).
+        So the step's distinct items (targets and every set of negatives) are looked up once. With more
+        training pairs than items (small catalogues), normalising the whole table once is cheaper
+        still (ID backbones; same values).
+        """
+        if self.backbone.item_table_is_cheap and int(compat.sum()) > self.config.num_items:
+            table = self.backbone.all_item_embeddings()  # [I+1, d]
+
+            def embed(ids: torch.Tensor) -> torch.Tensor:
+                return table[ids]
+
+            return embed
+        ids = torch.cat([target_ids.reshape(-1), *(n.reshape(-1) for n in negatives if n is not None)])
+        unique = torch.unique(ids)  # sorted
+        rows = self.backbone.embed_items(unique)  # [U, d]
+
+        def embed_step(ids: torch.Tensor) -> torch.Tensor:
+            return rows[torch.searchsorted(unique, ids.contiguous())]
+
+        return embed_step
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -383,15 +413,18 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
             # The trainer passes `negative_seeds` (negatives as a function of the step, not of the
             # global RNG) and `gather_negatives` (share them across processes); see the helper.
             negatives = self._training_negatives(mask, input_ids.device, negative_seeds, gather_negatives)
-            embed = self.backbone.embed_items
-            if self.backbone.item_table_is_cheap and int(compat.sum()) > self.config.num_items:
-                # With more pairs than items, normalising the table once is cheaper than normalising
-                # every gathered row (same values; text-encoding backbones keep per-id encoding).
-                table = self.backbone.all_item_embeddings()
-
-                def embed(ids: torch.Tensor) -> torch.Tensor:
-                    return table[ids]
-
+            fused_negatives = None
+            if self._fused_term_active():
+                fused_negatives = self.draw_negatives(
+                    None,
+                    self.config.num_negatives,
+                    input_ids.device,
+                    None
+                    if negative_seeds is None
+                    else [s + _FUSED_NEGATIVE_SEED_SHIFT for s in negative_seeds],
+                    gather_negatives,
+                )
+            embed = self._step_item_embeddings(compat, target_ids, negatives, fused_negatives)
             out = infonce_loss(
                 pair_queries,
                 target_ids,
@@ -414,15 +447,7 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
                     valid[b, t],
                     mask,
                     embed,
-                    self.draw_negatives(
-                        None,
-                        self.config.num_negatives,
-                        input_ids.device,
-                        None
-                        if negative_seeds is None
-                        else [s + _FUSED_NEGATIVE_SEED_SHIFT for s in negative_seeds],
-                        gather_negatives,
-                    ),
+                    fused_negatives,
                     self.current_logit_scale(),
                     offset_weights(target_ids.shape[-1], self.config.offset_discount),
                     head_active=None if active is None else active[b],
