@@ -228,6 +228,31 @@ def mix_in_positives(
 _FUSED_CHUNK_ELEMENTS = 1 << 24
 
 
+def _pairs_by_negative(columns: torch.Tensor, filled: torch.Tensor, num_negatives: int) -> torch.Tensor:
+    """For each negative, the columns of the (head, negative) score pairs that hold it.
+
+    Args:
+        columns (`torch.LongTensor` of shape `(C,)`): the negative each score column belongs to.
+        filled (`torch.BoolTensor` of shape `(C,)`): False on padding columns.
+        num_negatives (`int`): N.
+
+    Returns:
+        `torch.LongTensor` of shape `(N, K)`, K the most pairs of one negative; a negative with fewer
+        pairs is padded with column `C` (the caller's `-inf` column).
+    """
+    held = filled.nonzero(as_tuple=True)[0]
+    owner = columns[held]
+    sort = torch.argsort(owner, stable=True)
+    held, owner = held[sort], owner[sort]
+    counts = torch.bincount(owner, minlength=num_negatives)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(owner), device=owner.device) - starts[owner]
+    slots = torch.full((num_negatives, width), len(columns), dtype=torch.long, device=columns.device)
+    slots[owner, rank] = held
+    return slots
+
+
 def fused_infonce_loss(
     queries: torch.Tensor,
     target_ids: torch.Tensor,
@@ -315,13 +340,14 @@ def fused_infonce_loss(
         if head_offsets is not None:
             bias = bias + head_offsets[heads].view(-1, 1, 1)
         bias = bias.masked_fill(~filled.unsqueeze(1), float("-inf"))
-        buckets.append((heads, scaled[cols].transpose(1, 2), bias, cols.reshape(-1)))
+        buckets.append((heads, scaled[cols].transpose(1, 2), bias, cols.reshape(-1), filled.reshape(-1)))
     if not buckets:  # no head may score any of the negatives
         neg = queries.new_full((m_count, n_negs), float("-inf"))
     else:
         sizes = [len(members) for members in bucket_heads]
         order = torch.tensor(head_order, device=queries.device, dtype=torch.long)
         columns = torch.cat([bucket[3] for bucket in buckets])
+        slots = _pairs_by_negative(columns, torch.cat([bucket[4] for bucket in buckets]), n_negs)
         chunk = max(1, _FUSED_CHUNK_ELEMENTS // int(columns.numel()))
         pieces = []
         for start in range(0, m_count, chunk):
@@ -329,18 +355,17 @@ def fused_infonce_loss(
             # [H', m, d] in bucket order; `split` hands back its gradient in one piece.
             q_sorted = queries[start : start + rows].index_select(1, order).transpose(0, 1)
             scored = []
-            for (heads, neg_e, bias, _), q in zip(buckets, torch.split(q_sorted, sizes), strict=True):
+            for (heads, neg_e, bias, _, _), q in zip(buckets, torch.split(q_sorted, sizes), strict=True):
                 block = torch.bmm(q, neg_e) + bias  # [h_b, m, w_b]
                 if head_active is not None:
                     active = head_active[start : start + rows].index_select(1, heads)
                     block = block.masked_fill(~active.T.unsqueeze(-1), float("-inf"))
                 scored.append(block.permute(1, 0, 2).reshape(rows, -1))
-            # The fused score of negative n: the max over its (head, n) pairs, scattered by column.
-            init = queries.new_full((rows, n_negs), float("-inf"))
-            index = columns.unsqueeze(0).expand(rows, -1)
-            pieces.append(
-                init.scatter_reduce(1, index, torch.cat(scored, 1), reduce="amax", include_self=True)
-            )
+            # The fused score of negative n: the max over its (head, n) pairs, laid out as
+            # (negative, pair) with a -inf column for the padding. A max over a dimension has a cheap
+            # backward (to the argmax); `scatter_reduce(amax)`'s took a third of the term's step.
+            scored.append(queries.new_full((rows, 1), float("-inf")))
+            pieces.append(torch.cat(scored, 1)[:, slots].max(-1).values)  # [m, N]
         neg = torch.cat(pieces) if len(pieces) > 1 else pieces[0]  # [M, N]
     with torch.no_grad():
         same = target_ids.unsqueeze(-1) == negs.view(1, 1, -1)  # [M, P, N]
