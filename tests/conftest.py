@@ -33,7 +33,8 @@ def tiny_config(priors=None, **kwargs) -> GGRConfig:
     backbone.update(kwargs.pop("backbone_config", {}))
     if priors is None:
         priors = [{"type": "item", "field": "genres", "values": GROUPS}]
-    return GGRConfig(num_items=NUM_ITEMS, backbone_config=backbone, priors=priors, num_negatives=8, **kwargs)
+    kwargs.setdefault("num_items", NUM_ITEMS)
+    return GGRConfig(backbone_config=backbone, priors=priors, num_negatives=8, **kwargs)
 
 
 def tiny_model(priors=None, perturb: bool = True, seed: int = 0, **kwargs) -> GGRForRecommendation:

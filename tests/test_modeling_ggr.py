@@ -170,26 +170,10 @@ def test_training_mask_is_kept_between_steps_and_follows_the_item_groups(batch):
 def test_one_lookup_of_the_steps_items_gives_the_same_loss_and_gradients(calibration):
     # A catalogue larger than the step's training pairs takes the one-lookup path
     # (`_step_item_embeddings`); it must train exactly as looking every id up on its own does.
-    from tests.conftest import GROUPS
-
-    config = dict(
-        num_items=400,
-        backbone_config={
-            "hidden_size": 16,
-            "max_seq_len": 8,
-            "num_layers": 1,
-            "attention_dim": 8,
-            "linear_dim": 8,
-            "dropout": 0.0,
-        },
-        priors=[{"type": "item", "field": "genres", "values": GROUPS}],
-        num_negatives=8,
-        calibration=calibration,
-    )
-    from ggr_hf import GGRConfig
+    from tests.conftest import GROUPS, tiny_config
 
     torch.manual_seed(0)
-    model = GGRForRecommendation(GGRConfig(**config)).train()
+    model = GGRForRecommendation(tiny_config(num_items=400, calibration=calibration)).train()
     groups = torch.zeros(401, len(GROUPS), dtype=torch.bool)
     ids = torch.arange(401)
     groups[1:, 0] = True  # multi-label: every item in "a", and in "b" or "c"

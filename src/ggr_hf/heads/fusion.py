@@ -309,22 +309,6 @@ def fused_topk(
         `(batch_size, k)`) and head_index (`torch.LongTensor` of shape `(batch_size, k)`), best first;
         where fewer than `k` items can be recommended the tail holds `-inf`, item 0 and head -1.
     """
-    _check_topk_arguments(queries, index, k, head_active, exclude, fusion, chunk_size)
-    with single_threaded_torch(numpy_request(index, queries.shape[0], queries.device)):
-        return _fused_topk(queries, index, k, head_active, exclude, fusion, chunk_size)
-
-
-def _check_topk_arguments(
-    queries: torch.Tensor,
-    index: FusionIndex,
-    k: int,
-    head_active: torch.Tensor | None,
-    exclude: torch.Tensor | None,
-    fusion: str,
-    chunk_size: int | None,
-) -> None:
-    """`GGRInputError` naming the argument of `fused_topk` that does not fit the index (a wrong shape
-    would otherwise broadcast into a wrong list, not fail)."""
     if fusion not in ("max", "mean"):
         raise GGRInputError(f"fusion must be 'max' or 'mean', got {fusion!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -333,6 +317,16 @@ def _check_topk_arguments(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise GGRInputError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    _check_topk_tensors(queries, index, head_active, exclude)
+    with single_threaded_torch(numpy_request(index, queries.shape[0], queries.device)):
+        return _fused_topk(queries, index, k, head_active, exclude, fusion, chunk_size)
+
+
+def _check_topk_tensors(
+    queries: torch.Tensor, index: FusionIndex, head_active: torch.Tensor | None, exclude: torch.Tensor | None
+) -> None:
+    """`GGRInputError` naming the tensor given to `fused_topk` that does not fit the index (a wrong
+    shape would otherwise broadcast into a wrong list, not fail)."""
     expected = (index.num_heads, index.table.shape[1])
     if queries.dim() != 3 or tuple(queries.shape[1:]) != expected:
         raise GGRInputError(
