@@ -169,7 +169,8 @@ def test_training_mask_is_kept_between_steps_and_follows_the_item_groups(batch):
 @pytest.mark.parametrize("calibration", ["none", "fused"])
 def test_one_lookup_of_the_steps_items_gives_the_same_loss_and_gradients(calibration):
     # A catalogue larger than the step's training pairs takes the one-lookup path
-    # (`_step_item_embeddings`); it must train exactly as looking every id up on its own does.
+    # (`_step_item_embeddings`, the history passed to the backbone as `inputs_embeds`); it must train
+    # exactly as looking every id up on its own does.
     from tests.conftest import GROUPS, tiny_config
 
     torch.manual_seed(0)
@@ -190,15 +191,16 @@ def test_one_lookup_of_the_steps_items_gives_the_same_loss_and_gradients(calibra
     original = model._step_item_embeddings
 
     def counted(*args):
-        embed = original(*args)
-        calls.append(embed.__name__)
-        return embed
+        embed, inputs_embeds = original(*args)
+        calls.append((embed.__name__, None if inputs_embeds is None else tuple(inputs_embeds.shape)))
+        return embed, inputs_embeds
 
     model._step_item_embeddings = counted
     loss = model(**inputs).loss
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
-    assert calls == ["embed_step"]  # the one-lookup path ran
-    model._step_item_embeddings = lambda *args: model.backbone.embed_items
+    assert calls == [("embed_step", (2, 8, 16))]  # one lookup, the history's rows included
+    # The reference: every use looks its ids up itself, the backbone its history too.
+    model._step_item_embeddings = lambda *args: (model.backbone.embed_items, None)
     reference = model(**inputs).loss
     reference_grads = torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)
     assert torch.allclose(loss, reference, atol=1e-6)

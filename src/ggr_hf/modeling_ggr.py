@@ -307,33 +307,52 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         return self.draw_negatives(mask, self.config.num_negatives, device, seeds, gather, pool=pool)
 
     def _step_item_embeddings(
-        self, compat: torch.Tensor, target_ids: torch.Tensor, *negatives: torch.Tensor | None
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        self,
+        compat: torch.Tensor,
+        input_ids: torch.Tensor,
+        target_ids: torch.Tensor,
+        *negatives: torch.Tensor | None,
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]:
         """The normalised item embeddings a training step reads, as a function of item ids `(*)` ->
-        `(*, hidden_size)`, computed by one lookup of the backbone.
+        `(*, hidden_size)`, and the history's raw rows for the backbone's `inputs_embeds`
+        `(batch_size, seq_len, hidden_size)` (or `None`: the backbone looks the history up itself).
 
         Every lookup of an `nn.Embedding` makes its backward build a dense gradient of the whole table
-        (zero-filled, then summed with the others): at a million items the positives', negatives' and
-        calibration negatives' lookups cost more than the model (`benchmarks/bench_train_scale.py`).
-        So the step's distinct items (targets and every set of negatives) are looked up once. With more
-        training pairs than items (small catalogues), normalising the whole table once is cheaper
-        still (ID backbones; same values).
+        (zero-filled, then summed with the others): at a million items the history's, positives',
+        negatives' and calibration negatives' lookups cost more than the model
+        (`benchmarks/bench_train_scale.py`). So the step's distinct items (history, targets, every set
+        of negatives) are looked up once, for backbones that take `inputs_embeds` (ID backbones);
+        others look up the targets and negatives once and the history themselves. With more training
+        pairs than items (small catalogues), normalising the whole table once is cheaper still (ID
+        backbones; same values).
         """
-        if self.backbone.item_table_is_cheap and int(compat.sum()) > self.config.num_items:
-            table = self.backbone.all_item_embeddings()  # [I+1, d]
+        backbone = self.backbone
+        if backbone.item_table_is_cheap and int(compat.sum()) > self.config.num_items:
+            table = backbone.all_item_embeddings()  # [I+1, d]
 
             def embed(ids: torch.Tensor) -> torch.Tensor:
                 return table[ids]
 
-            return embed
-        ids = torch.cat([target_ids.reshape(-1), *(n.reshape(-1) for n in negatives if n is not None)])
-        unique = torch.unique(ids)  # sorted
-        rows = self.backbone.embed_items(unique)  # [U, d]
+            return embed, None
+        parts = [target_ids.reshape(-1), *(n.reshape(-1) for n in negatives if n is not None)]
+        with_history = backbone.accepts_inputs_embeds
+        if with_history:
+            parts.append(input_ids.reshape(-1))
+        unique = torch.unique(torch.cat(parts))  # sorted
+        if not with_history:
+            rows = backbone.embed_items(unique)  # [U, d]
+
+            def embed_rows(ids: torch.Tensor) -> torch.Tensor:
+                return rows[torch.searchsorted(unique, ids.contiguous())]
+
+            return embed_rows, None
+        raw = backbone.item_embeddings(unique)  # [U, d]
+        unit = F.normalize(raw, dim=-1)
 
         def embed_step(ids: torch.Tensor) -> torch.Tensor:
-            return rows[torch.searchsorted(unique, ids.contiguous())]
+            return unit[torch.searchsorted(unique, ids.contiguous())]
 
-        return embed_step
+        return embed_step, raw[torch.searchsorted(unique, input_ids.contiguous())]
 
     def forward(
         self,
@@ -374,23 +393,11 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         """
         if attention_mask is None:
             attention_mask = input_ids != 0
-        hidden = self.backbone(
-            input_ids=input_ids,
-            timestamps=timestamps,
-            attention_mask=attention_mask,
-            query_timestamps=query_timestamps,
-        ).last_hidden_state  # [B, T, d]
-        queries = None
-        if output_head_states or target_ids is None:
-            queries = F.normalize(self.heads(hidden), dim=-1)  # [B, T, H, d]
-
-        def pair_queries(b: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            # Only the (position, head) pairs with a compatible target are computed: no
-            # batch x positions x heads tensor during training.
-            return F.normalize(self.heads.forward_selected(hidden[b, t], k), dim=-1)
-
         loss, num_pairs, calibration_loss, sw_loss = None, None, None, None
+        inputs_embeds = None
         if target_ids is not None:
+            # What the loss needs besides the states (pairs, negatives, item embeddings) comes first:
+            # on a large catalogue the history is looked up together with the step's other items.
             if target_ids.dim() == 2:
                 target_ids = target_ids.unsqueeze(-1)
             if target_event_ids is not None and target_event_ids.dim() == 2:
@@ -424,7 +431,26 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
                     else [s + _FUSED_NEGATIVE_SEED_SHIFT for s in negative_seeds],
                     gather_negatives,
                 )
-            embed = self._step_item_embeddings(compat, target_ids, negatives, fused_negatives)
+            embed, inputs_embeds = self._step_item_embeddings(
+                compat, input_ids, target_ids, negatives, fused_negatives
+            )
+        hidden = self.backbone(
+            input_ids=input_ids,
+            timestamps=timestamps,
+            attention_mask=attention_mask,
+            query_timestamps=query_timestamps,
+            **({} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}),
+        ).last_hidden_state  # [B, T, d]
+        queries = None
+        if output_head_states or target_ids is None:
+            queries = F.normalize(self.heads(hidden), dim=-1)  # [B, T, H, d]
+
+        def pair_queries(b: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            # Only the (position, head) pairs with a compatible target are computed: no
+            # batch x positions x heads tensor during training.
+            return F.normalize(self.heads.forward_selected(hidden[b, t], k), dim=-1)
+
+        if target_ids is not None:
             out = infonce_loss(
                 pair_queries,
                 target_ids,
@@ -439,7 +465,7 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
             loss, num_pairs = out.loss, out.num_pairs
             # Positions with at least one target: the calibration and switch terms read only these.
             b, t = valid.any(-1).nonzero(as_tuple=True)
-            if self._fused_term_active():
+            if fused_negatives is not None:
                 active = self.head_active(user_groups)
                 fused = fused_infonce_loss(
                     F.normalize(self.heads(hidden[b, t]), dim=-1),

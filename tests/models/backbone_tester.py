@@ -11,10 +11,12 @@ GGR heads (loss, save, reload, recommend) when named in a `GGRConfig`.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModel
 
 from ggr_hf.configuration_ggr import GGRConfig
+from ggr_hf.errors import GGRInputError
 from ggr_hf.modeling_ggr import GGRForRecommendation
 from ggr_hf.models.backbone import GGRBackboneModel
 
@@ -66,6 +68,20 @@ class BackboneTesterMixin:
         assert table.shape == (model.config.num_items + 1, model.config.hidden_size)
         assert some.shape == (*ids.shape, model.config.hidden_size)
         torch.testing.assert_close(some[real], table[ids[real]], atol=1e-5, rtol=1e-4)
+
+    def test_inputs_embeds_are_the_history_rows(self):
+        # Backbones that declare `accepts_inputs_embeds` give the same states from the history's rows
+        # looked up by the caller (GGR's one-lookup training step) and refuse rows of another shape.
+        model = self.make_backbone()
+        if not type(model).accepts_inputs_embeds:
+            pytest.skip(f"{type(model).__name__} takes no inputs_embeds")
+        ids, ts = self.inputs(model)
+        with torch.no_grad():
+            rows = model.get_input_embeddings()(ids)
+            given = model(ids, timestamps=ts, inputs_embeds=rows).last_hidden_state
+            torch.testing.assert_close(given, self.states(model, ids, ts))
+            with pytest.raises(GGRInputError, match="inputs_embeds"):
+                model(ids, timestamps=ts, inputs_embeds=rows[:, :-1])
 
     def test_causal(self):
         model = self.make_backbone()

@@ -22,7 +22,9 @@ The config must have `num_items` (real items are `1..num_items`, 0 is padding; `
 - `embed_items(item_ids)` -> `(*, hidden_size)` and `all_item_embeddings()` ->
   `(num_items + 1, hidden_size)`: the L2-normalised item embeddings scores are computed against.
   An ID-based backbone whose item table is an `nn.Embedding` named `item_embeddings` gets both (and
-  `get_input_embeddings`) from [`ItemIdEmbeddingsMixin`].
+  `get_input_embeddings`) from [`ItemIdEmbeddingsMixin`]; if its `forward` reads the history's rows
+  through `input_item_embeddings(input_ids, inputs_embeds)` and takes `inputs_embeds`, GGR's training
+  step looks the history and the step's other items up in one call.
 - optionally `prepare_from_items(items)`: a hook that reads the item table (a `datasets.Dataset`,
   one row per item in id order) before training, e.g. HLLM tokenises item texts. No-op by default.
 - the class attribute `item_table_is_cheap`: `True` when `all_item_embeddings()` is a cheap read of a
@@ -67,6 +69,8 @@ class GGRBackboneModel(PreTrainedModel):
     """
 
     main_input_name = "input_ids"
+    # Whether `forward` takes `inputs_embeds` (see `ItemIdEmbeddingsMixin`).
+    accepts_inputs_embeds: ClassVar[bool] = False
     # ID-based backbones read their item table for free; see the module docstring.
     item_table_is_cheap: ClassVar[bool] = True
 
@@ -129,6 +133,26 @@ class ItemIdEmbeddingsMixin:
     before the backbone's `PreTrainedModel` base so that these methods are the ones found."""
 
     item_embeddings: nn.Embedding
+    # `forward` takes `inputs_embeds`, rows of `item_embeddings` looked up by the caller.
+    accepts_inputs_embeds: ClassVar[bool] = True
+
+    def input_item_embeddings(
+        self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The raw (not normalised) table rows of the history `(batch_size, seq_len, hidden_size)`:
+        `inputs_embeds` when the caller looked them up itself (GGR's training step reads every item
+        of the step through one lookup, see `GGRForRecommendation._step_item_embeddings`), else
+        `item_embeddings(input_ids)`.
+
+        Raises:
+            `GGRInputError`: `inputs_embeds` not of shape `(*input_ids.shape, hidden_size)`.
+        """
+        if inputs_embeds is None:
+            return self.item_embeddings(input_ids)
+        expected = (*input_ids.shape, self.item_embeddings.embedding_dim)
+        if tuple(inputs_embeds.shape) != expected:
+            raise GGRInputError(f"inputs_embeds: expected shape {expected}, got {tuple(inputs_embeds.shape)}")
+        return inputs_embeds
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.item_embeddings

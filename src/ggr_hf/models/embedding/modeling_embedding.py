@@ -61,12 +61,13 @@ class ItemEmbeddingModel(ItemIdEmbeddingsMixin, ItemEmbeddingPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         query_timestamps: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> ItemEmbeddingModelOutput | tuple:
         """The backbone contract's forward ([`GGRBackboneModel.forward`]). `timestamps` and
         `query_timestamps` are accepted and ignored."""
         attention_mask = self.resolve_attention_mask(input_ids, attention_mask)
-        x = self.embed_items(input_ids)
+        x = F.normalize(self.input_item_embeddings(input_ids, inputs_embeds), dim=-1)
         if self.position_embeddings is not None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             x = x + self.position_embeddings(positions)[None]

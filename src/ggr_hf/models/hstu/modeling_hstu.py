@@ -183,6 +183,7 @@ class HSTUModel(ItemIdEmbeddingsMixin, HSTUPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         query_timestamps: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> HSTUModelOutput | tuple:
         """The backbone contract's forward ([`GGRBackboneModel.forward`]). HSTU reads `timestamps`
@@ -196,7 +197,7 @@ class HSTUModel(ItemIdEmbeddingsMixin, HSTUPreTrainedModel):
             query_timestamps = default_query_timestamps(timestamps, attention_mask)
 
         positions = torch.arange(seq_len, device=input_ids.device)
-        x = self.item_embeddings(input_ids) * math.sqrt(self.config.hidden_size)
+        x = self.input_item_embeddings(input_ids, inputs_embeds) * math.sqrt(self.config.hidden_size)
         x = x + self.position_embeddings(positions)[None]
         x = self.embedding_dropout(x) * attention_mask.unsqueeze(-1)
         # What every layer reads the same way is computed once: the attention mask and the bias's

@@ -178,6 +178,7 @@ class SASRecModel(ItemIdEmbeddingsMixin, SASRecPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         query_timestamps: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> SASRecModelOutput | tuple:
         """The backbone contract's forward ([`GGRBackboneModel.forward`]). `timestamps` and
@@ -187,7 +188,7 @@ class SASRecModel(ItemIdEmbeddingsMixin, SASRecPreTrainedModel):
         keep = attention_mask.unsqueeze(-1).to(self.item_embeddings.weight.dtype)
 
         positions = torch.arange(seq_len, device=input_ids.device)
-        x = self.item_embeddings(input_ids) * math.sqrt(self.config.hidden_size)
+        x = self.input_item_embeddings(input_ids, inputs_embeds) * math.sqrt(self.config.hidden_size)
         x = self.embedding_dropout(x + self.position_embeddings(positions)[None]) * keep
 
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=input_ids.device).tril()
