@@ -546,8 +546,9 @@ def main() -> None:
             "training_growth_difference_bytes": (ggr["training_peak_rss"] - ggr["rss_before_training"])
             - (small["training_peak_rss"] - small["rss_before_training"]),
             "gradient_and_adam_bytes_expected": 3 * item_diff * d * 4,
-            # Two or more uses of the table in a step hold a second dense gradient at the backward's
-            # peak (benchmarks/README.md): five tables in all.
+            # Two lookups of the table in a step hold a second dense gradient at the backward's peak:
+            # five tables in all (the library looked the history up apart from the loss's items until
+            # 2026-12-03; kept to compare with older results).
             "item_table_bytes_with_second_gradient": 5 * item_diff * d * 4,
         },
     }
