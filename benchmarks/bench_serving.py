@@ -27,6 +27,9 @@ from ggr_hf import GGRConfig, GGRForRecommendation
 from ggr_hf.heads.fusion import _fused_topk, fused_topk
 
 D, HISTORY, K = 128, 50, 10
+BACKBONE = dict(
+    hidden_size=D, num_layers=2, num_attention_heads=2, attention_dim=32, linear_dim=32, max_seq_len=HISTORY
+)
 
 
 def percentiles(fn, calls: int) -> tuple[float, float]:
@@ -75,14 +78,7 @@ def multi_head(num_items: int, calls: int) -> dict:
     groups = [f"g{i}" for i in range(8)]
     config = GGRConfig(
         num_items=num_items,
-        backbone_config=dict(
-            hidden_size=D,
-            num_layers=2,
-            num_attention_heads=2,
-            attention_dim=32,
-            linear_dim=32,
-            max_seq_len=HISTORY,
-        ),
+        backbone_config=BACKBONE,
         priors=[
             {"type": "item", "field": "genres", "values": groups},
             {"type": "temporal", "segments": 2, "horizon": 2},
@@ -127,14 +123,7 @@ def main() -> None:
         torch.manual_seed(0)
         config = GGRConfig(
             num_items=num_items,
-            backbone_config=dict(
-                hidden_size=D,
-                num_layers=2,
-                num_attention_heads=2,
-                attention_dim=32,
-                linear_dim=32,
-                max_seq_len=HISTORY,
-            ),
+            backbone_config=BACKBONE,
         )
         model = GGRForRecommendation(config).eval()
         model.fusion_index()  # the item table, loaded once
