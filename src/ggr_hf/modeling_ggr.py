@@ -339,20 +339,18 @@ class GGRForRecommendation(RecommenderMixin, GGRPreTrainedModel):
         if with_history:
             parts.append(input_ids.reshape(-1))
         unique = torch.unique(torch.cat(parts))  # sorted
-        if not with_history:
+        inputs_embeds = None
+        if with_history:
+            raw = backbone.item_embeddings(unique)  # [U, d]
+            rows = F.normalize(raw, dim=-1)  # what `embed_items` gives for these ids
+            inputs_embeds = raw[torch.searchsorted(unique, input_ids.contiguous())]
+        else:
             rows = backbone.embed_items(unique)  # [U, d]
 
-            def embed_rows(ids: torch.Tensor) -> torch.Tensor:
-                return rows[torch.searchsorted(unique, ids.contiguous())]
-
-            return embed_rows, None
-        raw = backbone.item_embeddings(unique)  # [U, d]
-        unit = F.normalize(raw, dim=-1)
-
         def embed_step(ids: torch.Tensor) -> torch.Tensor:
-            return unit[torch.searchsorted(unique, ids.contiguous())]
+            return rows[torch.searchsorted(unique, ids.contiguous())]
 
-        return embed_step, raw[torch.searchsorted(unique, input_ids.contiguous())]
+        return embed_step, inputs_embeds
 
     def forward(
         self,

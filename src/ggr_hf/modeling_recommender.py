@@ -38,6 +38,7 @@ from ggr_hf.errors import GGRInputError
 from ggr_hf.heads.fusion import (
     FusionIndex,
     build_fusion_index,
+    check_exclude_ids,
     fuse_scores,
     fuse_scores_dense,
     fused_topk,
@@ -292,12 +293,7 @@ class RecommenderMixin:
         check_integer_tensor("target_event", target_event, (bsz,))
         check_integer_tensor("exclude", exclude, (bsz, -1))
         if exclude is not None:
-            outside = (exclude < 0) | (exclude > self.config.num_items)
-            if bool(outside.any()):
-                raise GGRInputError(
-                    f"exclude: item id {int(exclude[outside][0])} is outside 0..{self.config.num_items} "
-                    "(0 is ignored)"
-                )
+            check_exclude_ids(exclude, self.config.num_items)
         if topk is not None and (not is_integer(topk) or int(topk) < 1):
             raise GGRInputError(f"topk must be an integer >= 1 or None, got {topk!r}")
         if fusion is not None and fusion not in FUSIONS:

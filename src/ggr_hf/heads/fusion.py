@@ -322,6 +322,15 @@ def fused_topk(
         return _fused_topk(queries, index, k, head_active, exclude, fusion, chunk_size)
 
 
+def check_exclude_ids(exclude: torch.Tensor, num_items: int) -> None:
+    """`GGRInputError` naming the first id of `exclude` (any shape) outside `0..num_items`."""
+    outside = (exclude < 0) | (exclude > num_items)
+    if bool(outside.any()):
+        raise GGRInputError(
+            f"exclude: item id {int(exclude[outside][0])} is outside 0..{num_items} (0 is ignored)"
+        )
+
+
 def _check_topk_tensors(
     queries: torch.Tensor, index: FusionIndex, head_active: torch.Tensor | None, exclude: torch.Tensor | None
 ) -> None:
@@ -346,12 +355,7 @@ def _check_topk_tensors(
             raise GGRInputError(
                 f"exclude: expected integer item ids of shape ({bsz}, n), got {exclude.dtype} {tuple(exclude.shape)}"
             )
-        num_items = index.position.shape[0] - 1
-        outside = (exclude < 0) | (exclude > num_items)
-        if bool(outside.any()):
-            raise GGRInputError(
-                f"exclude: item id {int(exclude[outside][0])} is outside 0..{num_items} (0 is ignored)"
-            )
+        check_exclude_ids(exclude, index.position.shape[0] - 1)
 
 
 def _fused_topk(
@@ -389,17 +393,15 @@ def _fused_topk(
             s = _block_scores(q.reshape(-1, q.shape[-1]), index.table[lo:hi]).view(bsz, q.shape[1], -1)
             if active is not None:
                 s = s.masked_fill(~active, float("-inf"))
-            arg = None  # a single compatible head: no reduction, every item's head is that one
-            top = s[:, 0] if s.shape[1] == 1 else None
-            if top is None:
+            if s.shape[1] == 1:  # a single compatible head: no reduction, every item's head is that one
+                top, arg = s[:, 0], None
+            else:
                 top, arg = s.max(dim=1)  # [B, n]; the attribution is the best head in both fusions
             if fusion == "mean":
                 total = s.masked_fill(torch.isinf(s), 0.0).sum(1)
                 count = float(s.shape[1]) if active is None else active.sum(1).to(s.dtype).clamp(min=1)
                 top = torch.where(torch.isfinite(top), total / count, top)
-            elif excluded is not None:
-                top = top.clone()  # `s[:, 0]` is a view of the product; keep the write off it
-            if excluded is not None:
+            if excluded is not None:  # written in place: `top` is this chunk's own (or a view of `s`)
                 rows, cols = ((excluded >= lo) & (excluded < hi)).nonzero(as_tuple=True)
                 top[rows, excluded[rows, cols] - lo] = float("-inf")
             chunk_best, pick = top.topk(min(k, hi - lo), dim=1)
