@@ -7,7 +7,13 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from ggr_hf.configuration_recommender import RecommenderConfig
-from ggr_hf.configuration_utils import FUSIONS, register_model_type, reject_unknown_keys
+from ggr_hf.configuration_utils import (
+    FUSIONS,
+    check_numbers,
+    check_positive_ints,
+    register_model_type,
+    reject_unknown_keys,
+)
 from ggr_hf.errors import GGRConfigError
 from ggr_hf.priors import make_prior
 from ggr_hf.priors.spec import normalize_prior_specs, priors_resolved
@@ -224,22 +230,21 @@ class GGRConfig(RecommenderConfig):
         for name in ("head_bias", "learnable_logit_scale", "exclude_history", "switch_gating"):
             if not isinstance(getattr(self, name), bool):
                 raise GGRConfigError(f"GGRConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in (
-            "head_init_std",
-            "offset_discount",
-            "false_negative_threshold",
-            "logit_scale_init",
-            "logit_scale_max",
-            "positive_mixin_ratio",
-            "calibration_loss_weight",
-            "switch_loss_weight",
-            "switch_threshold",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-                raise GGRConfigError(f"GGRConfig.{name} must be a number, got {value!r}")
-        if not isinstance(self.num_items, int) or isinstance(self.num_items, bool) or self.num_items < 1:
-            raise GGRConfigError(f"GGRConfig.num_items must be a positive integer, got {self.num_items!r}")
+        check_numbers(
+            self,
+            (
+                "head_init_std",
+                "offset_discount",
+                "false_negative_threshold",
+                "logit_scale_init",
+                "logit_scale_max",
+                "positive_mixin_ratio",
+                "calibration_loss_weight",
+                "switch_loss_weight",
+                "switch_threshold",
+            ),
+        )
+        check_positive_ints(self, ("num_items",))
         choice("composition", COMPOSITIONS)
         choice("head_init", HEAD_INITS)
         choice("negative_sampling", NEGATIVE_SAMPLING)
@@ -271,14 +276,7 @@ class GGRConfig(RecommenderConfig):
                 f"GGRConfig.switch is 'none' but {what} needs the prior switch; set switch to 'state' "
                 "or 'state_query'"
             )
-        if (
-            not isinstance(self.num_negatives, int)
-            or isinstance(self.num_negatives, bool)
-            or self.num_negatives < 1
-        ):
-            raise GGRConfigError(
-                f"GGRConfig.num_negatives must be a positive integer, got {self.num_negatives!r}"
-            )
+        check_positive_ints(self, ("num_negatives",))
         if not 0.0 < float(self.offset_discount) <= 1.0:
             raise GGRConfigError(f"GGRConfig.offset_discount must be in (0, 1], got {self.offset_discount!r}")
         if not -1.0 <= float(self.false_negative_threshold) <= 1.0:

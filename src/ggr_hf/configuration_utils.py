@@ -52,19 +52,23 @@ def check_positive_ints(config: PretrainedConfig, names: Iterable[str]) -> None:
 
 
 def check_numbers(
-    config: PretrainedConfig, fractions: Iterable[str] = (), positive: Iterable[str] = ()
+    config: PretrainedConfig,
+    names: Iterable[str] = (),
+    fractions: Iterable[str] = (),
+    positive: Iterable[str] = (),
 ) -> None:
-    """Raises `GGRConfigError` naming the first field that is not a number (bools refused), or, for
-    `fractions` (dropout rates), not in [0, 1), or, for `positive`, not > 0."""
-    fractions = tuple(fractions)
-    for name in (*fractions, *positive):
+    """Raises `GGRConfigError` naming the first field that is not a number (bools and NaN refused):
+    `names` are only checked for that, `fractions` (dropout rates) must also be in [0, 1), `positive`
+    must also be > 0."""
+    fractions, positive = tuple(fractions), tuple(positive)
+    for name in (*names, *fractions, *positive):
         value = getattr(config, name)
         field = f"{type(config).__name__}.{name}"
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
             raise GGRConfigError(f"{field} must be a number, got {value!r}")
         if name in fractions and not 0.0 <= value < 1.0:
             raise GGRConfigError(f"{field} must be in [0, 1), got {value!r}")
-        if name not in fractions and not value > 0:
+        if name in positive and not value > 0:
             raise GGRConfigError(f"{field} must be > 0, got {value!r}")
 
 
